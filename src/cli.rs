@@ -1,0 +1,186 @@
+//! The command line as typed: clap definitions only. Nothing here does I/O; values are
+//! checked for shape (a duration parses, a pair has a colon) and everything that
+//! needs the filesystem or the environment happens in [`crate::config`].
+//!
+//! Every option also reads a `BATON_*` environment variable, so a container spec can
+//! set them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// baton: a proxy supervisor with hot restart.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Logging options, valid for every command.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Supervise Envoy with native hot restart.
+    Envoy(Box<EnvoyArgs>),
+    /// Render and check the bootstrap, print it (or write --output), exit.
+    Render(Box<RenderArgs>),
+}
+
+/// How baton itself logs.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, global = true, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter directives (`info`, `baton=debug`).
+    #[arg(long, global = true, env = "BATON_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the bootstrap comes from and what goes into it.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Template: an embedded name (`envoy_bootstrap`, `standalone`) or a file path.
+    #[arg(long, env = "BATON_TEMPLATE", default_value = "envoy_bootstrap")]
+    pub template: String,
+    /// Extra template value KEY=VALUE (repeatable; a string named KEY in the template).
+    #[arg(long = "var", env = "BATON_VAR", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Static bootstrap file used as-is for every epoch (no templating).
+    #[arg(long, env = "BATON_CUSTOM_CONFIG", conflicts_with = "template")]
+    pub custom_config: Option<PathBuf>,
+    /// Directory for `envoy-rev<N>.json` [default: a private directory under $TMPDIR].
+    #[arg(long, env = "BATON_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Envoy admin port on 127.0.0.1.
+    #[arg(long, env = "BATON_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Envoy `--service-cluster` and the node's cluster.
+    #[arg(long, env = "BATON_SERVICE_CLUSTER", default_value = "baton")]
+    pub service_cluster: String,
+    /// Envoy `--service-node` and the node id
+    /// [default: sidecar~$INSTANCE_IP~$POD_NAME.$POD_NAMESPACE~$POD_NAMESPACE.svc.cluster.local].
+    #[arg(long, env = "BATON_SERVICE_NODE")]
+    pub service_node: Option<String>,
+    /// xDS server host:port (empty: none).
+    #[arg(
+        long,
+        env = "BATON_DISCOVERY_ADDRESS",
+        default_value = "istiod.istio-system.svc:15012"
+    )]
+    pub discovery_address: String,
+    /// Envoy worker threads (`--concurrency`) [default: Envoy's, one per core].
+    #[arg(long, env = "BATON_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+    /// Certificate and key PEM files CERT:KEY given to the template (repeatable).
+    #[arg(long = "cert", env = "BATON_CERTS", value_name = "CERT:KEY", value_delimiter = ',')]
+    pub certs: Vec<String>,
+}
+
+/// Timing of epochs.
+#[derive(Debug, Args)]
+pub struct SupervisionArgs {
+    /// How long an old epoch drains after a hot restart.
+    #[arg(long, env = "BATON_DRAIN_DURATION", default_value = "45s", value_parser = duration)]
+    pub drain_duration: Duration,
+    /// When an old epoch is stopped after a hot restart, drained or not.
+    #[arg(long, env = "BATON_PARENT_SHUTDOWN_DURATION", default_value = "60s", value_parser = duration)]
+    pub parent_shutdown_duration: Duration,
+    /// How long the serving epoch drains on SIGTERM before it is stopped.
+    #[arg(long, env = "BATON_TERMINATION_DRAIN_DURATION", default_value = "5s", value_parser = duration)]
+    pub termination_drain_duration: Duration,
+    /// How long a new epoch may take to become ready.
+    #[arg(long, env = "BATON_READY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub ready_timeout: Duration,
+    /// Consecutive crashes of the serving epoch tolerated before baton exits.
+    #[arg(long, env = "BATON_CRASH_BUDGET", default_value_t = 5)]
+    pub crash_budget: u32,
+    /// Backoff after the second crash in a row; doubles up to 30s.
+    #[arg(long, env = "BATON_CRASH_BACKOFF", default_value = "1s", value_parser = duration)]
+    pub crash_backoff: Duration,
+}
+
+/// `baton envoy`.
+#[derive(Debug, Args)]
+pub struct EnvoyArgs {
+    /// Bootstrap inputs.
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+    /// Epoch timing.
+    #[command(flatten)]
+    pub supervision: SupervisionArgs,
+    /// The Envoy executable (a name on PATH or a path).
+    #[arg(long, env = "BATON_ENVOY_BINARY", default_value = "envoy")]
+    pub envoy_binary: PathBuf,
+    /// Base id of the first hot-restart chain [default: a free one chosen by Envoy].
+    #[arg(long, env = "BATON_BASE_ID")]
+    pub base_id: Option<u64>,
+    /// Envoy's log level (`-l`).
+    #[arg(long, env = "BATON_PROXY_LOG_LEVEL", default_value = "warning")]
+    pub proxy_log_level: String,
+    /// Envoy's `--local-address-ip-version`.
+    #[arg(long, env = "BATON_LOCAL_ADDRESS_IP_VERSION", default_value = "v4", value_parser = ["v4", "v6"])]
+    pub local_address_ip_version: String,
+    /// Extra arguments passed to every Envoy epoch after baton's own.
+    #[arg(last = true, value_name = "EXTRA_ENVOY_ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// `baton render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Bootstrap inputs.
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+    /// Write the bootstrap here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Also check it with `envoy --mode validate` using this Envoy binary.
+    #[arg(long, env = "BATON_VALIDATE_WITH", value_name = "ENVOY_BINARY")]
+    pub validate_with: Option<PathBuf>,
+}
+
+/// Human durations: `45s`, `1m`, `250ms`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 45s, 1m, 250ms: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(duration("soon").unwrap_err().contains("soon"));
+    }
+
+    #[test]
+    fn extra_envoy_args_follow_the_double_dash() {
+        let cli = Cli::try_parse_from(["baton", "envoy", "--admin-port", "1", "--", "--foo", "bar"]).unwrap();
+        let Command::Envoy(args) = cli.command else { panic!("not envoy") };
+        assert_eq!(args.extra, vec!["--foo", "bar"]);
+        assert_eq!(args.bootstrap.admin_port, 1);
+    }
+}

@@ -1,0 +1,396 @@
+//! Validated settings: the raw command line ([`crate::cli`]) plus the pod's
+//! environment become what the supervisor runs with. Every problem is collected and
+//! reported at once, each naming its flag (exit 64).
+//!
+//! The environment is read through [`Env`] so tests never touch the real one.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bootstrap::{self, CertPair, TemplateSource, Values};
+use crate::cli::{BootstrapArgs, EnvoyArgs, SupervisionArgs};
+use crate::proxy::envoy::{BootstrapPlan, EnvoyDriver, EnvoyOptions};
+use crate::supervisor::{Backoff, DriverKind, Policy};
+
+/// Pod identity variables, as Kubernetes' downward API sets them for Istio.
+pub const ENV_INSTANCE_IP: &str = "INSTANCE_IP";
+/// See [`ENV_INSTANCE_IP`].
+pub const ENV_POD_NAME: &str = "POD_NAME";
+/// See [`ENV_INSTANCE_IP`].
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+
+/// Used when the pod variables are missing (outside Kubernetes).
+pub const DEFAULT_INSTANCE_IP: &str = "127.0.0.1";
+/// See [`DEFAULT_INSTANCE_IP`].
+pub const DEFAULT_POD_NAMESPACE: &str = "default";
+/// Largest delay between crash recoveries.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Serving this long resets the crash count.
+pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Time between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// Margin past Envoy's own parent shutdown before baton steps in.
+pub const DRAIN_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Read access to the environment.
+pub trait Env {
+    /// One variable, `None` when unset or not UTF-8.
+    fn var(&self, name: &str) -> Option<String>;
+    /// All variables.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// A fixed environment, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MapEnv(pub BTreeMap<String, String>);
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Everything that was wrong with the command line, one problem per entry.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+pub struct ConfigError {
+    /// Each names its flag and what is wrong.
+    pub problems: Vec<String>,
+}
+
+/// The bootstrap inputs, validated.
+#[derive(Debug, Clone)]
+pub struct BootstrapSettings {
+    /// Template or static file.
+    pub plan: BootstrapPlan,
+    /// Where epochs' files go.
+    pub config_dir: PathBuf,
+    /// `true` when baton chose (and so removes) `config_dir`.
+    pub owns_config_dir: bool,
+    /// The admin port the bootstrap uses.
+    pub admin_port: u16,
+}
+
+/// Settings of `baton envoy`.
+#[derive(Debug, Clone)]
+pub struct EnvoySettings {
+    /// The driver, ready to use.
+    pub driver: EnvoyDriver,
+    /// The state machine's knobs.
+    pub policy: Policy,
+    /// `--base-id`.
+    pub base_id: Option<u64>,
+    /// Remove this directory on exit.
+    pub owned_config_dir: Option<PathBuf>,
+}
+
+/// Validate `baton envoy`'s arguments.
+pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, ConfigError> {
+    let mut problems = Vec::new();
+    let bootstrap = bootstrap_settings(&args.bootstrap, env, &mut problems);
+    let binary = resolve_binary("--envoy-binary", &args.envoy_binary, env, &mut problems);
+    let s = &args.supervision;
+    if s.drain_duration > s.parent_shutdown_duration {
+        problems.push(format!(
+            "--drain-duration ({}) must not exceed --parent-shutdown-duration ({})",
+            humantime::format_duration(s.drain_duration),
+            humantime::format_duration(s.parent_shutdown_duration)
+        ));
+    }
+    if s.ready_timeout.is_zero() {
+        problems.push("--ready-timeout must be more than 0".into());
+    }
+    let (Some(bootstrap), Some(binary), true) = (bootstrap, binary, problems.is_empty()) else {
+        return Err(ConfigError { problems });
+    };
+    let options = EnvoyOptions {
+        drain_time: s.drain_duration,
+        parent_shutdown: s.parent_shutdown_duration,
+        service_cluster: args.bootstrap.service_cluster.clone(),
+        service_node: service_node(&args.bootstrap, env),
+        ip_version: args.local_address_ip_version.clone(),
+        log_level: args.proxy_log_level.clone(),
+        concurrency: args.bootstrap.concurrency,
+        extra: args.extra.clone(),
+    };
+    let driver = EnvoyDriver {
+        binary,
+        admin: SocketAddr::from((Ipv4Addr::LOCALHOST, bootstrap.admin_port)),
+        config_dir: bootstrap.config_dir.clone(),
+        bootstrap: bootstrap.plan,
+        options,
+        ready_timeout: s.ready_timeout,
+    };
+    Ok(EnvoySettings {
+        driver,
+        policy: policy(DriverKind::Envoy, s),
+        base_id: args.base_id,
+        owned_config_dir: bootstrap.owns_config_dir.then_some(bootstrap.config_dir),
+    })
+}
+
+/// The state machine's knobs from the timing flags.
+pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
+    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    let drain_deadline = match driver {
+        DriverKind::Envoy => s.parent_shutdown_duration + DRAIN_DEADLINE_MARGIN,
+        DriverKind::Generic => s.parent_shutdown_duration,
+    };
+    Policy {
+        driver,
+        crash_budget: s.crash_budget,
+        backoff: Backoff {
+            base: ms(s.crash_backoff),
+            cap: ms(DEFAULT_BACKOFF_CAP.max(s.crash_backoff)),
+        },
+        stable_after: ms(DEFAULT_STABLE_AFTER),
+        drain_deadline: ms(drain_deadline),
+        retire_after: ms(s.drain_duration),
+        termination_drain: ms(s.termination_drain_duration),
+        kill_grace: ms(DEFAULT_KILL_GRACE),
+    }
+}
+
+/// Validate the bootstrap inputs; problems are appended, `None` if any.
+pub fn bootstrap_settings(
+    args: &BootstrapArgs,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<BootstrapSettings> {
+    let before = problems.len();
+    let mut vars = BTreeMap::new();
+    for arg in &args.vars {
+        match bootstrap::parse_var(arg) {
+            Ok((k, v)) => {
+                if vars.insert(k.clone(), v).is_some() {
+                    problems.push(format!("--var {arg}: {k} is given twice"));
+                }
+            }
+            Err(e) => problems.push(format!("--var {arg}: {e}")),
+        }
+    }
+    let certs = args
+        .certs
+        .iter()
+        .filter_map(|pair| match parse_cert_pair(pair) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        })
+        .collect();
+    let (config_dir, owns_config_dir) = match &args.config_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (default_config_dir(env), true),
+    };
+    let values = Values {
+        node_id: service_node(args, env),
+        cluster: args.service_cluster.clone(),
+        admin_port: args.admin_port,
+        discovery_address: args.discovery_address.clone(),
+        metadata: bootstrap::metadata_from_env(env.vars()),
+        config_dir: config_dir.clone(),
+        certs,
+        concurrency: args.concurrency,
+        vars,
+    };
+    if problems.len() == before {
+        if let Err(e) = values.validate() {
+            problems.push(e.to_string());
+        }
+    }
+    let plan = match &args.custom_config {
+        Some(path) => BootstrapPlan::Custom(path.clone()),
+        None => BootstrapPlan::Template {
+            source: TemplateSource::parse(&args.template),
+            values,
+        },
+    };
+    (problems.len() == before).then_some(BootstrapSettings {
+        plan,
+        config_dir,
+        owns_config_dir,
+        admin_port: args.admin_port,
+    })
+}
+
+fn parse_cert_pair(pair: &str) -> Result<CertPair, String> {
+    match pair.split_once(':') {
+        Some((cert, key)) if !cert.is_empty() && !key.is_empty() => Ok(CertPair {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        _ => Err(format!(
+            "--cert {pair}: expected CERT:KEY, two PEM file paths separated by a colon"
+        )),
+    }
+}
+
+/// `--service-node`, or Istio's sidecar node id from the pod's environment.
+pub fn service_node(args: &BootstrapArgs, env: &dyn Env) -> String {
+    if let Some(node) = &args.service_node {
+        return node.clone();
+    }
+    let ip = env
+        .var(ENV_INSTANCE_IP)
+        .unwrap_or_else(|| DEFAULT_INSTANCE_IP.into());
+    let ns = env
+        .var(ENV_POD_NAMESPACE)
+        .unwrap_or_else(|| DEFAULT_POD_NAMESPACE.into());
+    let pod = env
+        .var(ENV_POD_NAME)
+        .or_else(|| env.var("HOSTNAME"))
+        .unwrap_or_else(|| "baton".into());
+    format!("sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local")
+}
+
+/// A private directory per baton, so two on one host never share `envoy-rev0.json`.
+fn default_config_dir(env: &dyn Env) -> PathBuf {
+    let tmp = env.var("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    Path::new(&tmp).join(format!("baton-{}", std::process::id()))
+}
+
+/// Find an executable: a path is taken as given, a bare name is looked up on PATH.
+pub fn resolve_binary(
+    flag: &str,
+    binary: &Path,
+    env: &dyn Env,
+    problems: &mut Vec<String>,
+) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if binary.components().count() > 1 {
+        if executable(binary) {
+            return Some(binary.to_path_buf());
+        }
+        problems.push(format!(
+            "{flag} {}: not an executable file",
+            binary.display()
+        ));
+        return None;
+    }
+    let path = env.var("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| executable(candidate));
+    if found.is_none() {
+        problems.push(format!(
+            "{flag} {}: not found on PATH (give a path, or install it)",
+            binary.display()
+        ));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn env(pairs: &[(&str, &str)]) -> MapEnv {
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn envoy_args(extra: &[&str]) -> EnvoyArgs {
+        let mut argv = vec!["baton", "envoy", "--envoy-binary", "/bin/true"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Envoy(args) => *args,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_node_follows_istio_from_the_pod_environment() {
+        let args = envoy_args(&[]);
+        let e = env(&[
+            ("INSTANCE_IP", "10.1.2.3"),
+            ("POD_NAME", "web-1"),
+            ("POD_NAMESPACE", "shop"),
+        ]);
+        assert_eq!(
+            service_node(&args.bootstrap, &e),
+            "sidecar~10.1.2.3~web-1.shop~shop.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_its_flag() {
+        let args = envoy_args(&[
+            "--var",
+            "node_id=x",
+            "--cert",
+            "only-one-path",
+            "--drain-duration",
+            "2m",
+            "--parent-shutdown-duration",
+            "1m",
+        ]);
+        let err = envoy_settings(&args, &env(&[])).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        for needle in ["--var node_id=x", "--cert only-one-path", "--drain-duration"] {
+            assert!(text.contains(needle), "missing {needle} in {text}");
+        }
+    }
+
+    #[test]
+    fn missing_binary_names_the_flag() {
+        let mut problems = Vec::new();
+        let found = resolve_binary(
+            "--envoy-binary",
+            Path::new("surely-not-a-binary-here"),
+            &env(&[("PATH", "/nonexistent")]),
+            &mut problems,
+        );
+        assert!(found.is_none());
+        assert!(problems[0].starts_with("--envoy-binary surely-not-a-binary-here: not found on PATH"));
+    }
+
+    #[test]
+    fn istio_meta_variables_become_node_metadata() {
+        let args = envoy_args(&[]);
+        let e = env(&[("ISTIO_META_CLUSTER_ID", "east"), ("OTHER", "x")]);
+        let settings = envoy_settings(&args, &e).unwrap();
+        let BootstrapPlan::Template { values, .. } = settings.driver.bootstrap else {
+            panic!("expected a template")
+        };
+        assert_eq!(values.metadata.get("CLUSTER_ID").map(String::as_str), Some("east"));
+        assert_eq!(values.metadata.len(), 1);
+    }
+
+    #[test]
+    fn default_config_dir_is_private_and_owned() {
+        let settings = envoy_settings(&envoy_args(&[]), &env(&[("TMPDIR", "/x")])).unwrap();
+        let dir = settings.owned_config_dir.unwrap();
+        assert_eq!(dir, PathBuf::from(format!("/x/baton-{}", std::process::id())));
+    }
+}

@@ -1,0 +1,44 @@
+//! The `baton` executable: parse, validate, run, exit with a documented code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use baton::cli::{Cli, Command};
+use baton::config::{self, ConfigError, ProcessEnv};
+use baton::{app, logging};
+
+/// Command-line usage error (sysexits `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Err(e) = logging::init(&cli.log) {
+        eprintln!("baton: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let result = match &cli.command {
+        Command::Render(args) => app::render(args, &ProcessEnv),
+        Command::Envoy(args) => match config::envoy_settings(args, &ProcessEnv) {
+            Ok(settings) => app::run_envoy(settings),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) if e.is::<ConfigError>() => {
+            eprintln!("baton: invalid command line:\n{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

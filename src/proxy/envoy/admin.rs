@@ -1,0 +1,203 @@
+//! A small client for Envoy's admin API, which baton uses to see an epoch become
+//! ready and to drain listeners on shutdown. Loopback only, short timeouts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+/// Why an admin request did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Nothing listens yet, or the connection broke.
+    #[error("admin {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("admin {addr}: {source}")]
+    Http { addr: SocketAddr, source: hyper::Error },
+    /// No answer within the timeout.
+    #[error("admin {addr}: no answer within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    /// The answer was not what Envoy sends.
+    #[error("admin {addr}{path}: {detail}")]
+    Unexpected {
+        addr: SocketAddr,
+        path: String,
+        detail: String,
+    },
+}
+
+/// The admin endpoint of one Envoy.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+/// The parts of `GET /server_info` baton reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerInfo {
+    /// `PRE_INITIALIZING`, `INITIALIZING`, `LIVE` or `DRAINING`.
+    pub state: String,
+    /// How the answering process was started.
+    pub command_line_options: CommandLineOptions,
+}
+
+/// The command line of the answering Envoy, as it reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommandLineOptions {
+    /// Its `--restart-epoch`.
+    #[serde(default)]
+    pub restart_epoch: u32,
+    /// Its base id; Envoy prints this 64-bit number as a string.
+    #[serde(default, deserialize_with = "number_or_string")]
+    pub base_id: u64,
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        N(u64),
+        S(String),
+    }
+    match Either::deserialize(d)? {
+        Either::N(n) => Ok(n),
+        Either::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+impl Admin {
+    /// An admin client for `addr` whose requests give up after `timeout`.
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        Admin { addr, timeout }
+    }
+
+    /// The address this client talks to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Send one request with an empty body; return status and body.
+    pub async fn request(&self, method: Method, path: &str) -> Result<(StatusCode, Bytes), AdminError> {
+        let addr = self.addr;
+        let exchange = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|source| AdminError::Connect { addr, source })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|source| AdminError::Http { addr, source })?;
+            let driver = tokio::spawn(conn);
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, addr.to_string())
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| AdminError::Unexpected {
+                    addr,
+                    path: path.to_string(),
+                    detail: e.to_string(),
+                })?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|source| AdminError::Http { addr, source })?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|source| AdminError::Http { addr, source })?
+                .to_bytes();
+            driver.abort();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AdminError::Timeout {
+                addr,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// `GET /server_info`.
+    pub async fn server_info(&self) -> Result<ServerInfo, AdminError> {
+        let body = self.get_ok("/server_info").await?;
+        serde_json::from_slice(&body).map_err(|e| self.unexpected("/server_info", e.to_string()))
+    }
+
+    /// The value of one counter or gauge, from `GET /stats?filter=^name$`.
+    pub async fn stat(&self, name: &str) -> Result<Option<u64>, AdminError> {
+        let path = format!("/stats?filter=^{}$", name.replace('.', "\\."));
+        let body = self.get_ok(&path).await?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(parse_stat(&text, name))
+    }
+
+    /// `POST /drain_listeners?graceful`: stop accepting after the drain period and
+    /// ask clients to close, without exiting.
+    pub async fn drain_listeners_gracefully(&self) -> Result<(), AdminError> {
+        let path = "/drain_listeners?graceful";
+        let (status, body) = self.request(Method::POST, path).await?;
+        if status != StatusCode::OK {
+            return Err(self.unexpected(path, format!("{status}: {}", String::from_utf8_lossy(&body))));
+        }
+        Ok(())
+    }
+
+    async fn get_ok(&self, path: &str) -> Result<Bytes, AdminError> {
+        let (status, body) = self.request(Method::GET, path).await?;
+        if status != StatusCode::OK {
+            return Err(self.unexpected(path, format!("HTTP {status}")));
+        }
+        Ok(body)
+    }
+
+    fn unexpected(&self, path: &str, detail: String) -> AdminError {
+        AdminError::Unexpected {
+            addr: self.addr,
+            path: path.to_string(),
+            detail,
+        }
+    }
+}
+
+/// Find `name: value` in Envoy's plain-text stats output.
+fn parse_stat(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_found_by_exact_name() {
+        let text = "listener_manager.workers_started: 1\nlistener_manager.workers_started_x: 7\n";
+        assert_eq!(parse_stat(text, "listener_manager.workers_started"), Some(1));
+        assert_eq!(parse_stat(text, "listener_manager.other"), None);
+    }
+
+    #[test]
+    fn server_info_reads_base_id_as_string_or_number() {
+        let as_string = r#"{"state":"LIVE","command_line_options":{"restart_epoch":2,"base_id":"41"}}"#;
+        let info: ServerInfo = serde_json::from_str(as_string).unwrap();
+        assert_eq!((info.state.as_str(), info.command_line_options.restart_epoch, info.command_line_options.base_id), ("LIVE", 2, 41));
+        let as_number = r#"{"state":"INITIALIZING","command_line_options":{"base_id":41}}"#;
+        let info: ServerInfo = serde_json::from_str(as_number).unwrap();
+        assert_eq!((info.command_line_options.restart_epoch, info.command_line_options.base_id), (0, 41));
+    }
+}

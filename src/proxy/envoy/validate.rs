@@ -1,0 +1,105 @@
+//! `envoy --mode validate`: Envoy's own check of a bootstrap (schema, unknown
+//! clusters, unreadable certificates) without touching the running chain.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::args::{validate_args, EnvoyOptions};
+use crate::sys::{spawn::clean_slate, Reaper};
+
+/// A validation that takes longer than this is treated as a failure.
+const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run the validation; `Err` carries Envoy's complaint.
+pub async fn run(reaper: &Reaper, binary: &Path, config: &Path, o: &EnvoyOptions) -> Result<(), String> {
+    let mut cmd = Command::new(binary);
+    cmd.args(validate_args(config, o))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    clean_slate(&mut cmd);
+    let mut spawned = reaper
+        .spawn(&mut cmd)
+        .map_err(|e| format!("cannot run {} --mode validate: {e}", binary.display()))?;
+    let readers: Vec<_> = [
+        spawned.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        spawned.child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut pipe| {
+        tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    })
+    .collect();
+    let status = match tokio::time::timeout(VALIDATE_TIMEOUT, spawned.exit).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(_)) => return Err("validation process vanished".into()),
+        Err(_) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(spawned.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(format!("envoy --mode validate did not finish within {VALIDATE_TIMEOUT:?}"));
+        }
+    };
+    let mut output = String::new();
+    for reader in readers {
+        output.push_str(&reader.await.unwrap_or_default());
+    }
+    if status.success() {
+        return Ok(());
+    }
+    Err(format!("envoy --mode validate failed ({status}): {}", summarize(&output)))
+}
+
+/// Envoy's complaint without the noise: the lines that mention an error, or the last
+/// lines, capped so a log line stays readable.
+fn summarize(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.to_ascii_lowercase().contains("error") || l.contains("exception"))
+        .collect();
+    let picked = if errors.is_empty() {
+        lines[lines.len().saturating_sub(3)..].to_vec()
+    } else {
+        errors
+    };
+    let mut text = picked.join(" | ");
+    if text.len() > 800 {
+        let mut cut = 800;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    if text.is_empty() {
+        "no output".into()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_keeps_the_error_lines() {
+        let out = "[info] starting\n[critical] error initializing configuration 'x': unknown cluster 'y'\n[info] exiting\n";
+        assert_eq!(summarize(out), "[critical] error initializing configuration 'x': unknown cluster 'y'");
+    }
+
+    #[test]
+    fn summary_of_silence_says_so() {
+        assert_eq!(summarize("\n \n"), "no output");
+    }
+}

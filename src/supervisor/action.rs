@@ -1,0 +1,103 @@
+//! Outputs of the state machine: what the shell must do.
+
+use super::event::{FailureReason, Millis, ProcessExit, Trigger};
+
+/// Which signal to send when stopping a process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: ask politely.
+    Term,
+    /// SIGKILL: no more waiting.
+    Kill,
+}
+
+/// Everything the shell needs to start one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// baton's epoch number: unique, increasing, names `envoy-rev<N>.json`.
+    pub epoch: u32,
+    /// The hot-restart chain (Envoy: one base id). Always 0 for the generic driver.
+    pub chain: u32,
+    /// Envoy's `--restart-epoch`: 0 for the first epoch of a chain.
+    pub restart_epoch: u32,
+}
+
+/// Something worth telling the operator; the shell logs it (and counts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A trigger was folded into the restart already in flight.
+    Coalesced { trigger: Trigger },
+    /// A restart was requested; it starts now.
+    RestartStarted { epoch: u32, trigger: Option<Trigger> },
+    /// `epoch` now serves; `replaced` are the epochs it took over from.
+    Serving {
+        epoch: u32,
+        pid: u32,
+        replaced: Vec<u32>,
+    },
+    /// A new epoch was refused or failed; the serving one (if any) is untouched.
+    RestartFailed {
+        epoch: u32,
+        reason: FailureReason,
+        message: String,
+    },
+    /// The serving epoch died.
+    Crashed {
+        epoch: u32,
+        status: ProcessExit,
+        crashes: u32,
+        retry_in: Option<Millis>,
+    },
+    /// An epoch's process ended (any cause).
+    Exited {
+        epoch: u32,
+        pid: u32,
+        status: ProcessExit,
+        role: &'static str,
+    },
+    /// The hot-restart chain can no longer be extended; the next epoch starts a new one.
+    ChainAbandoned { chain: u32, why: &'static str },
+}
+
+/// One instruction for the shell. Each is small and independent; the shell runs them
+/// in order and reports results back as events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Render and validate the configuration of `epoch`, then answer
+    /// `PreflightPassed` or `PreflightFailed`.
+    Preflight { epoch: u32 },
+    /// Start the process; answer `Spawned` or `SpawnFailed`, and later `Exited`.
+    Spawn(Launch),
+    /// Watch readiness of the started epoch, bounded by `--ready-timeout`; answer
+    /// `Ready` or `NotReady`.
+    WatchReady { epoch: u32, pid: u32 },
+    /// Generic driver: send the drain signal to the old epoch's process group.
+    Drain { epoch: u32, pid: u32 },
+    /// Send `signal` to the process group of `epoch`.
+    Stop {
+        epoch: u32,
+        pid: u32,
+        signal: StopSignal,
+    },
+    /// Envoy: drain the listeners of the serving epoch gracefully before shutdown.
+    DrainForShutdown { epoch: u32, pid: u32 },
+    /// Pass a signal on to a process.
+    Forward { pid: u32, signal: i32 },
+    /// Fire `BackoffElapsed { generation }` after `after` ms.
+    ScheduleBackoff { generation: u64, after: Millis },
+    /// Fire `DrainDeadline { epoch }` after `after` ms.
+    ScheduleDrainDeadline { epoch: u32, after: Millis },
+    /// Fire `ShutdownDrainElapsed` after `after` ms.
+    ScheduleShutdownDrain { after: Millis },
+    /// Fire `ShutdownKillDeadline` after `after` ms.
+    ScheduleShutdownKill { after: Millis },
+    /// The epoch is gone: remove its files (`envoy-rev<N>.json`).
+    Cleanup { epoch: u32 },
+    /// No epoch of `chain` runs any more: release what the chain held (base id file,
+    /// Envoy's shared memory).
+    ReleaseChain { chain: u32 },
+    /// Tell the operator.
+    Report(Report),
+    /// Leave with this exit code.
+    Exit { code: i32 },
+}

@@ -1,0 +1,156 @@
+//! Inputs of the state machine.
+
+use std::fmt;
+
+/// Milliseconds on the shell's monotonic clock (since baton started).
+pub type Millis = u64;
+
+/// What asked for a restart. Kept for reporting and for the status endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP.
+    Signal,
+    /// A watched file's content changed.
+    FileChange,
+    /// `POST /restart` or `baton restart`.
+    Api,
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Trigger::Signal => "signal",
+            Trigger::FileChange => "file-change",
+            Trigger::Api => "api",
+        })
+    }
+}
+
+/// Why a new epoch was not put into service. The label of
+/// `restart_failures{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The template did not render or the result is not JSON.
+    Template,
+    /// The proxy's own validation (`envoy --mode validate`) refused the config.
+    Config,
+    /// A `--cert` pair failed its checks.
+    Cert,
+    /// A user `--preflight` command failed.
+    Preflight,
+    /// The process could not be started at all.
+    Spawn,
+    /// It did not become ready within `--ready-timeout`.
+    NotReady,
+    /// It exited before becoming ready.
+    Exited,
+}
+
+impl FailureReason {
+    /// Stable lowercase label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Template => "template",
+            FailureReason::Config => "config",
+            FailureReason::Cert => "cert",
+            FailureReason::Preflight => "preflight",
+            FailureReason::Spawn => "spawn",
+            FailureReason::NotReady => "not_ready",
+            FailureReason::Exited => "exited",
+        }
+    }
+
+    /// Failures found before a process exists: the configuration itself is bad.
+    pub fn is_config_problem(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Template
+                | FailureReason::Config
+                | FailureReason::Cert
+                | FailureReason::Preflight
+        )
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessExit {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by signal number `n`.
+    Signal(i32),
+}
+
+impl ProcessExit {
+    /// The shell convention: the code itself, or 128+n when killed by signal n.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ProcessExit::Code(c) => c,
+            ProcessExit::Signal(n) => 128 + n,
+        }
+    }
+
+    /// `true` for `exit(0)`.
+    pub fn success(self) -> bool {
+        self == ProcessExit::Code(0)
+    }
+}
+
+impl fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessExit::Code(c) => write!(f, "exit code {c}"),
+            ProcessExit::Signal(n) => write!(f, "killed by signal {n}"),
+        }
+    }
+}
+
+/// One input of [`step`](super::step). The shell turns signals, child exits,
+/// finished jobs and fired timers into these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// baton has started: bring up the first epoch.
+    Start,
+    /// Something asked for a hot restart.
+    RestartRequested(Trigger),
+    /// The preflight of `epoch` (render, validate, checks) passed.
+    PreflightPassed { epoch: u32 },
+    /// The preflight of `epoch` failed; nothing was started.
+    PreflightFailed {
+        epoch: u32,
+        reason: FailureReason,
+        message: String,
+    },
+    /// The process of `epoch` exists.
+    Spawned { epoch: u32, pid: u32, at: Millis },
+    /// The process of `epoch` could not be started.
+    SpawnFailed { epoch: u32, message: String },
+    /// `epoch` reported ready.
+    Ready { epoch: u32, at: Millis },
+    /// `epoch` did not become ready in time (its process may still run).
+    NotReady { epoch: u32, message: String },
+    /// The process of `epoch` ended.
+    Exited {
+        epoch: u32,
+        status: ProcessExit,
+        at: Millis,
+    },
+    /// The crash backoff timer with this generation fired.
+    BackoffElapsed { generation: u64 },
+    /// A draining epoch should have been gone by now.
+    DrainDeadline { epoch: u32 },
+    /// SIGTERM, SIGINT or an API call asked baton to stop. A second one hurries.
+    ShutdownRequested,
+    /// The termination drain period is over.
+    ShutdownDrainElapsed,
+    /// Processes still running after the final grace period get SIGKILL.
+    ShutdownKillDeadline,
+    /// A signal to pass on to the serving epoch (SIGUSR1, SIGUSR2, SIGWINCH).
+    Forward { signal: i32 },
+}

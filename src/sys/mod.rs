@@ -1,0 +1,12 @@
+//! Operating-system duties: one reaper for every child, spawning with a clean
+//! slate, signals, and what PID 1 owes the processes below it.
+//!
+//! **Boundary:** this is one of the few places with `unsafe` (the `pre_exec` hook);
+//! each block carries a `// SAFETY:` line.
+
+pub mod reaper;
+pub mod signals;
+pub mod spawn;
+
+pub use reaper::{ExitWaiter, Reaper};
+pub use signals::{become_subreaper, signal_name};
