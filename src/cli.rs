@@ -87,7 +87,12 @@ pub struct BootstrapArgs {
     #[arg(long, env = "BATON_CONCURRENCY")]
     pub concurrency: Option<u32>,
     /// Certificate and key PEM files CERT:KEY given to the template (repeatable).
-    #[arg(long = "cert", env = "BATON_CERTS", value_name = "CERT:KEY", value_delimiter = ',')]
+    #[arg(
+        long = "cert",
+        env = "BATON_CERTS",
+        value_name = "CERT:KEY",
+        value_delimiter = ','
+    )]
     pub certs: Vec<String>,
 }
 
@@ -156,7 +161,8 @@ pub struct RenderArgs {
 
 /// Human durations: `45s`, `1m`, `250ms`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 45s, 1m, 250ms: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 45s, 1m, 250ms: {e}"))
 }
 
 #[cfg(test)]
@@ -178,8 +184,12 @@ mod tests {
 
     #[test]
     fn extra_envoy_args_follow_the_double_dash() {
-        let cli = Cli::try_parse_from(["baton", "envoy", "--admin-port", "1", "--", "--foo", "bar"]).unwrap();
-        let Command::Envoy(args) = cli.command else { panic!("not envoy") };
+        let cli =
+            Cli::try_parse_from(["baton", "envoy", "--admin-port", "1", "--", "--foo", "bar"])
+                .unwrap();
+        let Command::Envoy(args) = cli.command else {
+            panic!("not envoy")
+        };
         assert_eq!(args.extra, vec!["--foo", "bar"]);
         assert_eq!(args.bootstrap.admin_port, 1);
     }

@@ -357,7 +357,11 @@ mod tests {
         let err = envoy_settings(&args, &env(&[])).unwrap_err();
         let text = err.to_string();
         assert_eq!(err.problems.len(), 3, "{text}");
-        for needle in ["--var node_id=x", "--cert only-one-path", "--drain-duration"] {
+        for needle in [
+            "--var node_id=x",
+            "--cert only-one-path",
+            "--drain-duration",
+        ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
     }
@@ -372,7 +376,9 @@ mod tests {
             &mut problems,
         );
         assert!(found.is_none());
-        assert!(problems[0].starts_with("--envoy-binary surely-not-a-binary-here: not found on PATH"));
+        assert!(
+            problems[0].starts_with("--envoy-binary surely-not-a-binary-here: not found on PATH")
+        );
     }
 
     #[test]
@@ -383,7 +389,10 @@ mod tests {
         let BootstrapPlan::Template { values, .. } = settings.driver.bootstrap else {
             panic!("expected a template")
         };
-        assert_eq!(values.metadata.get("CLUSTER_ID").map(String::as_str), Some("east"));
+        assert_eq!(
+            values.metadata.get("CLUSTER_ID").map(String::as_str),
+            Some("east")
+        );
         assert_eq!(values.metadata.len(), 1);
     }
 
@@ -391,6 +400,9 @@ mod tests {
     fn default_config_dir_is_private_and_owned() {
         let settings = envoy_settings(&envoy_args(&[]), &env(&[("TMPDIR", "/x")])).unwrap();
         let dir = settings.owned_config_dir.unwrap();
-        assert_eq!(dir, PathBuf::from(format!("/x/baton-{}", std::process::id())));
+        assert_eq!(
+            dir,
+            PathBuf::from(format!("/x/baton-{}", std::process::id()))
+        );
     }
 }

@@ -36,7 +36,10 @@ async fn supervise(settings: EnvoySettings) -> anyhow::Result<i32> {
     reaper.start().context("listening for SIGCHLD")?;
     sys::signals::forward_to(events.clone()).context("installing signal handlers")?;
     std::fs::create_dir_all(&settings.driver.config_dir).with_context(|| {
-        format!("creating --config-dir {}", settings.driver.config_dir.display())
+        format!(
+            "creating --config-dir {}",
+            settings.driver.config_dir.display()
+        )
     })?;
     tracing::info!(
         envoy = %settings.driver.binary.display(),

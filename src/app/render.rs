@@ -67,7 +67,9 @@ fn produce(driver: &EnvoyDriver, validate: bool, args: &RenderArgs) -> Result<()
     };
     let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     match &args.output {
-        Some(out) => std::fs::write(out, &text).map_err(|e| format!("--output {}: {e}", out.display())),
+        Some(out) => {
+            std::fs::write(out, &text).map_err(|e| format!("--output {}: {e}", out.display()))
+        }
         None => std::io::stdout()
             .write_all(&text)
             .map_err(|e| format!("standard output: {e}")),

@@ -117,8 +117,12 @@ impl Shell {
             Action::ScheduleDrainDeadline { epoch, after } => {
                 self.later(after, Event::DrainDeadline { epoch })
             }
-            Action::ScheduleShutdownDrain { after } => self.later(after, Event::ShutdownDrainElapsed),
-            Action::ScheduleShutdownKill { after } => self.later(after, Event::ShutdownKillDeadline),
+            Action::ScheduleShutdownDrain { after } => {
+                self.later(after, Event::ShutdownDrainElapsed)
+            }
+            Action::ScheduleShutdownKill { after } => {
+                self.later(after, Event::ShutdownKillDeadline)
+            }
             Action::Cleanup { epoch } => {
                 if let Some(record) = self.records.remove(&epoch) {
                     if let Some(watch) = record.ready_watch {
@@ -215,15 +219,17 @@ impl Shell {
     }
 
     fn watch_ready(&mut self, epoch: u32) {
-        let Some(record) = self.records.get_mut(&epoch) else { return };
-        let Some(launch) = record.launch.clone() else { return };
+        let Some(record) = self.records.get_mut(&epoch) else {
+            return;
+        };
+        let Some(launch) = record.launch.clone() else {
+            return;
+        };
         let driver = self.driver.clone();
-        let chains = self.chains.clone();
         let events = self.events.clone();
         let clock = self.clock;
         let task = tokio::spawn(async move {
-            let base_id = || lock(&chains).base_id(launch.chain);
-            let event = match driver.wait_ready(launch.restart_epoch, base_id).await {
+            let event = match driver.wait_ready(epoch, launch.restart_epoch).await {
                 Ok(()) => Event::Ready {
                     epoch,
                     at: clock.elapsed().as_millis() as Millis,

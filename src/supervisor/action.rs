@@ -28,7 +28,10 @@ pub enum Report {
     /// A trigger was folded into the restart already in flight.
     Coalesced { trigger: Trigger },
     /// A restart was requested; it starts now.
-    RestartStarted { epoch: u32, trigger: Option<Trigger> },
+    RestartStarted {
+        epoch: u32,
+        trigger: Option<Trigger>,
+    },
     /// `epoch` now serves; `replaced` are the epochs it took over from.
     Serving {
         epoch: u32,

@@ -21,3 +21,6 @@ pub use action::{Action, Launch, Report, StopSignal};
 pub use backoff::Backoff;
 pub use event::{Event, FailureReason, Millis, ProcessExit, Trigger};
 pub use state::{step, DriverKind, EpochState, EpochView, Policy, State};
+
+#[cfg(test)]
+mod tests;

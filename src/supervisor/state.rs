@@ -173,7 +173,9 @@ impl State {
 
     /// The epoch taking traffic, if any.
     pub fn serving(&self) -> Option<EpochView> {
-        self.epochs().into_iter().find(|e| e.state == EpochState::Serving)
+        self.epochs()
+            .into_iter()
+            .find(|e| e.state == EpochState::Serving)
     }
 
     /// The last restart or recovery failure, for the status endpoint.

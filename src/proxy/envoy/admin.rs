@@ -22,7 +22,10 @@ pub enum AdminError {
     },
     /// The HTTP exchange failed.
     #[error("admin {addr}: {source}")]
-    Http { addr: SocketAddr, source: hyper::Error },
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
     /// No answer within the timeout.
     #[error("admin {addr}: no answer within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
@@ -57,22 +60,10 @@ pub struct CommandLineOptions {
     /// Its `--restart-epoch`.
     #[serde(default)]
     pub restart_epoch: u32,
-    /// Its base id; Envoy prints this 64-bit number as a string.
-    #[serde(default, deserialize_with = "number_or_string")]
-    pub base_id: u64,
-}
-
-fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        N(u64),
-        S(String),
-    }
-    match Either::deserialize(d)? {
-        Either::N(n) => Ok(n),
-        Either::S(s) => s.parse().map_err(serde::de::Error::custom),
-    }
+    /// Its `-c`: baton gives every epoch its own file, so this names the epoch even
+    /// across chains (`base_id` reads 0 under `--use-dynamic-base-id`).
+    #[serde(default)]
+    pub config_path: String,
 }
 
 impl Admin {
@@ -87,7 +78,11 @@ impl Admin {
     }
 
     /// Send one request with an empty body; return status and body.
-    pub async fn request(&self, method: Method, path: &str) -> Result<(StatusCode, Bytes), AdminError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes), AdminError> {
         let addr = self.addr;
         let exchange = async {
             let stream = TcpStream::connect(addr)
@@ -150,7 +145,10 @@ impl Admin {
         let path = "/drain_listeners?graceful";
         let (status, body) = self.request(Method::POST, path).await?;
         if status != StatusCode::OK {
-            return Err(self.unexpected(path, format!("{status}: {}", String::from_utf8_lossy(&body))));
+            return Err(self.unexpected(
+                path,
+                format!("{status}: {}", String::from_utf8_lossy(&body)),
+            ));
         }
         Ok(())
     }
@@ -176,7 +174,9 @@ impl Admin {
 fn parse_stat(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        (key.trim() == name).then(|| value.trim().parse().ok()).flatten()
+        (key.trim() == name)
+            .then(|| value.trim().parse().ok())
+            .flatten()
     })
 }
 
@@ -187,17 +187,21 @@ mod tests {
     #[test]
     fn stat_is_found_by_exact_name() {
         let text = "listener_manager.workers_started: 1\nlistener_manager.workers_started_x: 7\n";
-        assert_eq!(parse_stat(text, "listener_manager.workers_started"), Some(1));
+        assert_eq!(
+            parse_stat(text, "listener_manager.workers_started"),
+            Some(1)
+        );
         assert_eq!(parse_stat(text, "listener_manager.other"), None);
     }
 
     #[test]
-    fn server_info_reads_base_id_as_string_or_number() {
-        let as_string = r#"{"state":"LIVE","command_line_options":{"restart_epoch":2,"base_id":"41"}}"#;
-        let info: ServerInfo = serde_json::from_str(as_string).unwrap();
-        assert_eq!((info.state.as_str(), info.command_line_options.restart_epoch, info.command_line_options.base_id), ("LIVE", 2, 41));
-        let as_number = r#"{"state":"INITIALIZING","command_line_options":{"base_id":41}}"#;
-        let info: ServerInfo = serde_json::from_str(as_number).unwrap();
-        assert_eq!((info.command_line_options.restart_epoch, info.command_line_options.base_id), (0, 41));
+    fn server_info_names_the_answering_epoch() {
+        let text = r#"{"state":"LIVE","command_line_options":{"restart_epoch":2,"base_id":"0","config_path":"/d/envoy-rev7.json"}}"#;
+        let info: ServerInfo = serde_json::from_str(text).unwrap();
+        let o = &info.command_line_options;
+        assert_eq!(
+            (info.state.as_str(), o.restart_epoch, o.config_path.as_str()),
+            ("LIVE", 2, "/d/envoy-rev7.json")
+        );
     }
 }

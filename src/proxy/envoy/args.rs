@@ -67,7 +67,12 @@ pub fn epoch_args(
 /// The arguments of `envoy --mode validate` for a bootstrap: the node flags matter
 /// (a bootstrap without a node id is checked against them), hot restart does not.
 pub fn validate_args(config: &Path, o: &EnvoyOptions) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["--mode".into(), "validate".into(), "-c".into(), config.into()];
+    let mut args: Vec<OsString> = vec![
+        "--mode".into(),
+        "validate".into(),
+        "-c".into(),
+        config.into(),
+    ];
     for (flag, value) in [
         ("--service-cluster", &o.service_cluster),
         ("--service-node", &o.service_node),
@@ -100,13 +105,20 @@ mod tests {
     }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        args.into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
     fn first_epoch_of_a_chain_asks_for_a_dynamic_base_id() {
         let base = BaseIdArgs::Dynamic(PathBuf::from("/d/base-id.0"));
-        let args = strings(epoch_args(Path::new("/d/envoy-rev0.json"), 0, &base, &options()));
+        let args = strings(epoch_args(
+            Path::new("/d/envoy-rev0.json"),
+            0,
+            &base,
+            &options(),
+        ));
         assert_eq!(
             args.join(" "),
             "-c /d/envoy-rev0.json --restart-epoch 0 --drain-time-s 2 --parent-shutdown-time-s 3 \
@@ -118,7 +130,12 @@ mod tests {
 
     #[test]
     fn later_epochs_pass_the_chain_base_id() {
-        let args = strings(epoch_args(Path::new("x"), 3, &BaseIdArgs::Fixed(17), &options()));
+        let args = strings(epoch_args(
+            Path::new("x"),
+            3,
+            &BaseIdArgs::Fixed(17),
+            &options(),
+        ));
         let at = args.iter().position(|a| a == "--base-id").unwrap();
         assert_eq!(args[at + 1], "17");
         assert!(!args.contains(&"--use-dynamic-base-id".to_string()));

@@ -66,9 +66,12 @@ impl Chains {
             let _ = std::fs::remove_file(&path);
             return Ok(BaseIdArgs::Dynamic(path));
         }
-        self.base_id(chain)
-            .map(BaseIdArgs::Fixed)
-            .ok_or_else(|| format!("base id of chain {chain} unknown: {} unreadable", self.path(chain).display()))
+        self.base_id(chain).map(BaseIdArgs::Fixed).ok_or_else(|| {
+            format!(
+                "base id of chain {chain} unknown: {} unreadable",
+                self.path(chain).display()
+            )
+        })
     }
 
     /// The base id of `chain`, once Envoy has written it.
@@ -100,7 +103,9 @@ fn remove_shared_memory(base_id: u64) {
     match std::fs::remove_file(&path) {
         Ok(()) => tracing::debug!(path = %path.display(), "removed Envoy shared memory"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove Envoy shared memory"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove Envoy shared memory")
+        }
     }
 }
 
@@ -113,7 +118,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut chains = Chains::new(dir.path(), None);
         let first = chains.args_for(0, 0).unwrap();
-        let BaseIdArgs::Dynamic(path) = first else { panic!("expected dynamic") };
+        let BaseIdArgs::Dynamic(path) = first else {
+            panic!("expected dynamic")
+        };
         std::fs::write(&path, "42").unwrap();
         assert_eq!(chains.args_for(0, 1).unwrap(), BaseIdArgs::Fixed(42));
         chains.release(0);
@@ -126,7 +133,10 @@ mod tests {
         let mut chains = Chains::new(dir.path(), Some(7));
         assert_eq!(chains.args_for(0, 0).unwrap(), BaseIdArgs::Fixed(7));
         assert_eq!(chains.args_for(0, 1).unwrap(), BaseIdArgs::Fixed(7));
-        assert!(matches!(chains.args_for(1, 0).unwrap(), BaseIdArgs::Dynamic(_)));
+        assert!(matches!(
+            chains.args_for(1, 0).unwrap(),
+            BaseIdArgs::Dynamic(_)
+        ));
     }
 
     #[test]

@@ -107,7 +107,11 @@ impl EnvoyDriver {
             std::fs::rename(&written, &wanted).map_err(|e| {
                 PreflightError::new(
                     FailureReason::Template,
-                    format!("renaming {} to {}: {e}", written.display(), wanted.display()),
+                    format!(
+                        "renaming {} to {}: {e}",
+                        written.display(),
+                        wanted.display()
+                    ),
                 )
             })?;
         }
@@ -132,7 +136,9 @@ impl EnvoyDriver {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove bootstrap"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove bootstrap")
+            }
         }
     }
 
@@ -153,18 +159,16 @@ impl EnvoyDriver {
         Admin::new(self.admin, ADMIN_TIMEOUT)
     }
 
-    /// Wait until the epoch started with `restart_epoch` (and, when known, `base_id`)
-    /// is `LIVE` with its workers started, or `--ready-timeout` passes.
-    pub async fn wait_ready(
-        &self,
-        restart_epoch: u32,
-        base_id: impl Fn() -> Option<u64>,
-    ) -> Result<(), String> {
+    /// Wait until `epoch` (started with `restart_epoch`) is `LIVE` with its workers
+    /// started, or `--ready-timeout` passes.
+    pub async fn wait_ready(&self, epoch: u32, restart_epoch: u32) -> Result<(), String> {
         let admin = self.admin();
+        let config = self.config_path(epoch);
+        let config = config.to_string_lossy();
         let deadline = Instant::now() + self.ready_timeout;
         let mut last = String::from("admin API not answering yet");
         loop {
-            match ready_once(&admin, restart_epoch, base_id()).await {
+            match ready_once(&admin, restart_epoch, &config).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(seen) => last = seen,
@@ -181,13 +185,14 @@ impl EnvoyDriver {
 }
 
 /// One readiness probe: `Ok(true)` when ready, `Err(what was seen)` otherwise.
-async fn ready_once(admin: &Admin, restart_epoch: u32, base_id: Option<u64>) -> Result<bool, String> {
+async fn ready_once(admin: &Admin, restart_epoch: u32, config: &str) -> Result<bool, String> {
     let info = admin.server_info().await.map_err(|e| e.to_string())?;
     let options = &info.command_line_options;
-    if options.restart_epoch != restart_epoch || base_id.is_some_and(|b| b != options.base_id) {
+    // Until the new epoch takes the admin socket over, its parent answers.
+    if options.restart_epoch != restart_epoch || options.config_path != config {
         return Err(format!(
-            "admin answered by restart epoch {} base id {}",
-            options.restart_epoch, options.base_id
+            "admin answered by restart epoch {} ({})",
+            options.restart_epoch, options.config_path
         ));
     }
     if info.state != "LIVE" {

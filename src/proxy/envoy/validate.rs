@@ -13,7 +13,12 @@ use crate::sys::{spawn::clean_slate, Reaper};
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Run the validation; `Err` carries Envoy's complaint.
-pub async fn run(reaper: &Reaper, binary: &Path, config: &Path, o: &EnvoyOptions) -> Result<(), String> {
+pub async fn run(
+    reaper: &Reaper,
+    binary: &Path,
+    config: &Path,
+    o: &EnvoyOptions,
+) -> Result<(), String> {
     let mut cmd = Command::new(binary);
     cmd.args(validate_args(config, o))
         .stdin(Stdio::null())
@@ -24,8 +29,16 @@ pub async fn run(reaper: &Reaper, binary: &Path, config: &Path, o: &EnvoyOptions
         .spawn(&mut cmd)
         .map_err(|e| format!("cannot run {} --mode validate: {e}", binary.display()))?;
     let readers: Vec<_> = [
-        spawned.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        spawned.child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        spawned
+            .child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        spawned
+            .child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -45,7 +58,9 @@ pub async fn run(reaper: &Reaper, binary: &Path, config: &Path, o: &EnvoyOptions
                 nix::unistd::Pid::from_raw(spawned.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            return Err(format!("envoy --mode validate did not finish within {VALIDATE_TIMEOUT:?}"));
+            return Err(format!(
+                "envoy --mode validate did not finish within {VALIDATE_TIMEOUT:?}"
+            ));
         }
     };
     let mut output = String::new();
@@ -55,13 +70,20 @@ pub async fn run(reaper: &Reaper, binary: &Path, config: &Path, o: &EnvoyOptions
     if status.success() {
         return Ok(());
     }
-    Err(format!("envoy --mode validate failed ({status}): {}", summarize(&output)))
+    Err(format!(
+        "envoy --mode validate failed ({status}): {}",
+        summarize(&output)
+    ))
 }
 
 /// Envoy's complaint without the noise: the lines that mention an error, or the last
 /// lines, capped so a log line stays readable.
 fn summarize(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let errors: Vec<&str> = lines
         .iter()
         .copied()
@@ -95,7 +117,10 @@ mod tests {
     #[test]
     fn summary_keeps_the_error_lines() {
         let out = "[info] starting\n[critical] error initializing configuration 'x': unknown cluster 'y'\n[info] exiting\n";
-        assert_eq!(summarize(out), "[critical] error initializing configuration 'x': unknown cluster 'y'");
+        assert_eq!(
+            summarize(out),
+            "[critical] error initializing configuration 'x': unknown cluster 'y'"
+        );
     }
 
     #[test]
