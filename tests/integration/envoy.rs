@@ -1,0 +1,243 @@
+//! `baton envoy` end to end with the real Envoy.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use super::harness::*;
+use super::load::Load;
+
+const START: Duration = Duration::from_secs(30);
+
+#[test]
+fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
+    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    baton.wait_serving(0, START);
+    assert_eq!(get(port), Ok(200));
+    let cfg = baton.config_dir();
+    let rev0 = cfg.join("envoy-rev0.json");
+    assert!(rev0.exists(), "envoy-rev0.json missing while epoch 0 runs");
+
+    baton.signal(Signal::SIGHUP);
+    let serving = baton.wait_serving(1, START);
+    assert_eq!(serving["replaced"], json!("[0]"));
+    assert_eq!(get(port), Ok(200));
+    let started = baton
+        .find("epoch started", &[("epoch", json!(1))])
+        .expect("start record of epoch 1");
+    assert_eq!(started["restart_epoch"], json!(1));
+
+    let exit0 = baton.wait_for("epoch exited", &[("epoch", json!(0))], START);
+    assert_eq!(exit0["status"], json!("exit code 0"));
+    assert_eq!(exit0["role"], json!("draining"));
+    eventually("envoy-rev0.json removed", START, || {
+        (!rev0.exists()).then_some(())
+    });
+    let rev1 = cfg.join("envoy-rev1.json");
+    let mode = std::fs::metadata(&rev1)
+        .expect("envoy-rev1.json")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(get(port), Ok(200));
+
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(
+        baton.leftovers().is_empty(),
+        "processes left: {:?}",
+        baton.leftovers()
+    );
+    assert!(!rev1.exists(), "envoy-rev1.json left behind");
+    assert!(get(port).is_err(), "something still listens after shutdown");
+}
+
+#[test]
+fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
+    let setup = EnvoySetup::new();
+    let template = setup.path("standalone.json");
+    std::fs::write(&template, standalone_template()).unwrap();
+    let (mut baton, _upstream, port) = setup.start(template.to_str().unwrap(), &[]);
+    baton.wait_serving(0, START);
+
+    // A template error: an undefined variable.
+    std::fs::write(
+        &template,
+        standalone_template().replace("{{ upstream|host|tojson }}", "{{ no_such_value|tojson }}"),
+    )
+    .unwrap();
+    baton.signal(Signal::SIGHUP);
+    let refused = baton.wait_for("new epoch refused", &[("reason", json!("template"))], START);
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("no_such_value"), "{message}");
+    assert_eq!(get(port), Ok(200));
+
+    // JSON that Envoy refuses: a route to a cluster that does not exist.
+    std::fs::write(
+        &template,
+        standalone_template().replace("\"cluster\": \"upstream\"", "\"cluster\": \"nowhere\""),
+    )
+    .unwrap();
+    baton.signal(Signal::SIGHUP);
+    let refused = baton.wait_for("new epoch refused", &[("reason", json!("config"))], START);
+    assert!(
+        refused["message"].as_str().unwrap().contains("nowhere"),
+        "{refused}"
+    );
+    assert_eq!(get(port), Ok(200));
+    assert!(
+        baton
+            .find("epoch started", &[("epoch", json!(1))])
+            .is_none(),
+        "a bad config was started"
+    );
+
+    // Fixed again: the next trigger restarts.
+    std::fs::write(&template, standalone_template()).unwrap();
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(1, START);
+    assert_eq!(get(port), Ok(200));
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn no_request_fails_across_five_hot_restarts() {
+    let (mut baton, upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    baton.wait_serving(0, START);
+    let load = Load::start(port, 4, 200_000, Duration::from_secs(90));
+    eventually("load to flow", START, || (load.ok() > 50).then_some(()));
+    for epoch in 1..=5u64 {
+        let before = load.ok();
+        baton.signal(Signal::SIGHUP);
+        baton.wait_serving(epoch, START);
+        // Let requests flow through the new epoch before the next restart.
+        eventually("requests through the new epoch", START, || {
+            (load.ok() > before + 200).then_some(())
+        });
+    }
+    let tally = load.stop();
+    eprintln!(
+        "load across 5 hot restarts: {} ok, {} errors, {} stale keep-alive retries; upstream saw {}",
+        tally.ok,
+        tally.errors,
+        tally.stale_retries,
+        upstream.served.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(tally.errors, 0, "failed requests: {:?}", tally.samples);
+    assert!(
+        tally.ok > 1000,
+        "too little load to mean anything: {}",
+        tally.ok
+    );
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn sighup_during_startup_is_deferred_until_epoch_zero_is_ready() {
+    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    baton.wait_for("epoch started", &[("epoch", json!(0))], START);
+    baton.signal(Signal::SIGHUP);
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(1, START);
+    assert_eq!(get(port), Ok(200));
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    // Both SIGHUPs (if they arrived before epoch 0 was ready) became one restart.
+    assert!(
+        baton
+            .find("epoch started", &[("epoch", json!(2))])
+            .is_none(),
+        "SIGHUPs were not coalesced"
+    );
+}
+
+#[test]
+fn a_new_epoch_that_dies_after_attaching_is_healed_by_a_fresh_chain() {
+    let setup = EnvoySetup::new();
+    let template = setup.path("standalone.json");
+    std::fs::write(&template, standalone_template()).unwrap();
+    // Something else holds this port, so an epoch that also listens there passes
+    // `--mode validate` and then fails to bind after attaching to the chain.
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = blocker.local_addr().unwrap().port();
+    let (mut baton, _upstream, port) = setup.start(template.to_str().unwrap(), &[]);
+    baton.wait_serving(0, START);
+    let load = Load::start(port, 2, 100_000, Duration::from_secs(90));
+
+    let second_listener = format!(
+        "\"listeners\": [{{\"name\": \"blocked\", \"address\": {{\"socket_address\": {{\"address\": \"127.0.0.1\", \"port_value\": {blocked}}}}}, \"filter_chains\": [{{\"filters\": [{{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": {{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", \"stat_prefix\": \"b\", \"cluster\": \"upstream\"}}}}]}}]}},"
+    );
+    std::fs::write(
+        &template,
+        standalone_template().replacen("\"listeners\": [", &second_listener, 1),
+    )
+    .unwrap();
+    baton.signal(Signal::SIGHUP);
+    baton.wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    assert_eq!(get(port), Ok(200));
+
+    // The fix: the next restart must work although the chain is poisoned.
+    std::fs::write(&template, standalone_template()).unwrap();
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(2, START);
+    let started = baton.find("epoch started", &[("epoch", json!(2))]).unwrap();
+    assert_eq!(
+        started["restart_epoch"],
+        json!(0),
+        "expected a fresh chain: {started}"
+    );
+    assert_eq!(get(port), Ok(200));
+    // The abandoned chain's epoch is retired after the drain period.
+    baton.wait_for("epoch exited", &[("epoch", json!(0))], START);
+    let tally = load.stop();
+    eprintln!(
+        "healing under load: {} ok, {} errors ({:?})",
+        tally.ok, tally.errors, tally.samples
+    );
+    assert_eq!(get(port), Ok(200));
+    // A hot restart on the new chain works as usual.
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(3, START);
+    let started = baton.find("epoch started", &[("epoch", json!(3))]).unwrap();
+    assert_eq!(started["restart_epoch"], json!(1));
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    drop(blocker);
+}
+
+#[test]
+fn orphans_of_the_proxy_are_reaped() {
+    // A wrapper that leaves an orphan behind, then becomes Envoy.
+    let setup = EnvoySetup::new();
+    let wrapper = setup.path("envoy-wrapper.sh");
+    let marker = setup.path("orphan.pid");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n( sleep 0.2 & echo $! > {} ) \nexec {} \"$@\"\n",
+            marker.display(),
+            envoy_binary().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = setup.args("standalone", &[]);
+    let at = args.iter().position(|a| a == "--envoy-binary").unwrap();
+    args[at + 1] = wrapper.display().to_string();
+    let mut baton = Baton::start(setup.dir, &args);
+    baton.wait_serving(0, START);
+    let orphan: i32 = eventually("orphan pid", START, || {
+        std::fs::read_to_string(&marker).ok()?.trim().parse().ok()
+    });
+    // Once it has exited, it must not linger as a zombie below baton.
+    eventually("orphan reaped", START, || {
+        (!std::path::Path::new(&format!("/proc/{orphan}")).exists()).then_some(())
+    });
+    assert!(zombie_children(baton.pid()).is_empty());
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}

@@ -1,0 +1,6 @@
+//! One integration-test binary (fast linking); modules by subject.
+
+mod envoy;
+mod harness;
+mod load;
+mod render;
