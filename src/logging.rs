@@ -1,5 +1,7 @@
 //! baton's own log output (to stderr, so it interleaves with the proxy's).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogArgs, LogFormat};
@@ -11,6 +13,7 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match args.log_format {
         LogFormat::Text => builder.init(),

@@ -36,6 +36,17 @@ fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
         (!rev0.exists()).then_some(())
     });
     let rev1 = cfg.join("envoy-rev1.json");
+    let base_id: u64 = std::fs::read_to_string(cfg.join("base-id.0"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let shm = std::path::PathBuf::from(format!("/dev/shm/envoy_shared_memory_{}", base_id * 10));
+    assert!(
+        shm.exists(),
+        "expected Envoy's segment at {}",
+        shm.display()
+    );
     let mode = std::fs::metadata(&rev1)
         .expect("envoy-rev1.json")
         .permissions()
@@ -51,6 +62,12 @@ fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
         baton.leftovers()
     );
     assert!(!rev1.exists(), "envoy-rev1.json left behind");
+    assert!(
+        !shm.exists(),
+        "Envoy's shared memory left behind: {}",
+        shm.display()
+    );
+    assert!(!cfg.join("base-id.0").exists(), "base id file left behind");
     assert!(get(port).is_err(), "something still listens after shutdown");
 }
 
