@@ -162,7 +162,7 @@ pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
         },
         stable_after: ms(DEFAULT_STABLE_AFTER),
         drain_deadline: ms(drain_deadline),
-        retire_after: ms(s.drain_duration),
+        drain_period: ms(s.drain_duration),
         termination_drain: ms(s.termination_drain_duration),
         kill_grace: ms(DEFAULT_KILL_GRACE),
     }

@@ -49,6 +49,7 @@ async fn supervise(settings: EnvoySettings) -> anyhow::Result<i32> {
     );
     let mut state = State::new(settings.policy.clone());
     let mut shell = shell::Shell::new(settings.driver, settings.base_id, reaper, events.clone());
+    shell.learn_hot_restart_version().await;
     let _ = events.send(Event::Start);
     while let Some(event) = inbox.recv().await {
         tracing::trace!(?event, "event");

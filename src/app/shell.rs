@@ -38,6 +38,7 @@ pub struct Shell {
     events: UnboundedSender<Event>,
     clock: Instant,
     records: HashMap<u32, Record>,
+    hot_restart_version: Option<String>,
 }
 
 impl Shell {
@@ -56,7 +57,33 @@ impl Shell {
             events,
             clock: Instant::now(),
             records: HashMap::new(),
+            hot_restart_version: None,
         }
+    }
+
+    /// Ask the Envoy binary for its hot restart version once, before any epoch: it
+    /// decides whether a stuck chain can be repaired in place.
+    pub async fn learn_hot_restart_version(&mut self) {
+        match self.driver.hot_restart_version(&self.reaper).await {
+            Ok(v) => {
+                tracing::debug!(version = %v, "envoy hot restart version");
+                self.hot_restart_version = Some(v);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read envoy's hot restart version"),
+        }
+    }
+
+    fn repair_chain(&mut self, chain: u32) {
+        let known = crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
+        let result = match self.hot_restart_version.as_deref() {
+            Some(v) if v == known => lock(&self.chains).repair(chain),
+            Some(v) => Err(format!("hot restart version {v} is not the known {known}")),
+            None => Err("hot restart version unknown".into()),
+        };
+        self.send(match result {
+            Ok(()) => Event::ChainRepaired { chain },
+            Err(why) => Event::ChainRepairFailed { chain, why },
+        });
     }
 
     fn now(&self) -> Millis {
@@ -114,6 +141,9 @@ impl Shell {
             Action::ScheduleBackoff { generation, after } => {
                 self.later(after, Event::BackoffElapsed { generation })
             }
+            Action::ScheduleDrainSettled { epoch, after } => {
+                self.later(after, Event::DrainSettled { epoch })
+            }
             Action::ScheduleDrainDeadline { epoch, after } => {
                 self.later(after, Event::DrainDeadline { epoch })
             }
@@ -131,6 +161,7 @@ impl Shell {
                 }
                 self.driver.remove_bootstrap(epoch);
             }
+            Action::RepairChain { chain } => self.repair_chain(chain),
             Action::ReleaseChain { chain } => {
                 tracing::debug!(chain, "releasing hot-restart chain");
                 lock(&self.chains).release(chain);
@@ -246,6 +277,11 @@ impl Shell {
             Report::Coalesced { trigger } => {
                 tracing::info!(%trigger, "restart already in progress; folded into one follow-up")
             }
+            Report::Deferred { trigger, draining } => tracing::info!(
+                %trigger,
+                draining,
+                "restart waits until the previous epoch has drained (a restart now would cut its drain short)"
+            ),
             Report::RestartStarted { epoch, trigger } => match trigger {
                 Some(trigger) => tracing::info!(epoch, %trigger, "hot restart requested"),
                 None => tracing::info!(epoch, "starting epoch"),
@@ -256,8 +292,8 @@ impl Shell {
                 replaced,
             } => {
                 let record = self.records.get(&epoch);
-                let since_request = record.map(|r| r.requested.elapsed().as_millis());
-                let since_spawn = record.and_then(|r| r.spawned).map(|s| s.elapsed().as_millis());
+                let since_request = record.map(|r| millis(r.requested)).unwrap_or(0);
+                let since_spawn = record.and_then(|r| r.spawned).map(millis).unwrap_or(0);
                 tracing::info!(
                     epoch,
                     pid,
@@ -306,8 +342,16 @@ impl Shell {
                     .records
                     .get(&epoch)
                     .and_then(|r| r.spawned)
-                    .map(|s| s.elapsed().as_millis());
+                    .map(millis)
+                    .unwrap_or(0);
                 tracing::info!(epoch, pid, %status, role, ran_ms, "epoch exited");
+            }
+            Report::ChainRepaired { chain } => tracing::warn!(
+                chain,
+                "cleared the 'initialising' flag a failed epoch left in Envoy's shared memory; hot restarts continue"
+            ),
+            Report::ChainRepairFailed { chain, why } => {
+                tracing::warn!(chain, "cannot repair the hot-restart chain: {why}")
             }
             Report::ChainAbandoned { chain, why } => tracing::warn!(
                 chain,
@@ -315,6 +359,11 @@ impl Shell {
             ),
         }
     }
+}
+
+/// Milliseconds since `t`, as a plain number for structured logs.
+fn millis(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 fn lock(chains: &Mutex<Chains>) -> std::sync::MutexGuard<'_, Chains> {

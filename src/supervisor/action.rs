@@ -27,6 +27,8 @@ pub struct Launch {
 pub enum Report {
     /// A trigger was folded into the restart already in flight.
     Coalesced { trigger: Trigger },
+    /// A restart waits until `draining` has had its drain period.
+    Deferred { trigger: Trigger, draining: u32 },
     /// A restart was requested; it starts now.
     RestartStarted {
         epoch: u32,
@@ -58,6 +60,10 @@ pub enum Report {
         status: ProcessExit,
         role: &'static str,
     },
+    /// The chain's shared memory was repaired after a failed epoch.
+    ChainRepaired { chain: u32 },
+    /// The repair did not work; a new chain follows.
+    ChainRepairFailed { chain: u32, why: String },
     /// The hot-restart chain can no longer be extended; the next epoch starts a new one.
     ChainAbandoned { chain: u32, why: &'static str },
 }
@@ -88,6 +94,8 @@ pub enum Action {
     Forward { pid: u32, signal: i32 },
     /// Fire `BackoffElapsed { generation }` after `after` ms.
     ScheduleBackoff { generation: u64, after: Millis },
+    /// Fire `DrainSettled { epoch }` after `after` ms.
+    ScheduleDrainSettled { epoch: u32, after: Millis },
     /// Fire `DrainDeadline { epoch }` after `after` ms.
     ScheduleDrainDeadline { epoch: u32, after: Millis },
     /// Fire `ShutdownDrainElapsed` after `after` ms.
@@ -96,6 +104,9 @@ pub enum Action {
     ScheduleShutdownKill { after: Millis },
     /// The epoch is gone: remove its files (`envoy-rev<N>.json`).
     Cleanup { epoch: u32 },
+    /// Envoy: clear the "initialising" flag a dead new epoch left in the chain's
+    /// shared memory; answer `ChainRepaired` or `ChainRepairFailed`.
+    RepairChain { chain: u32 },
     /// No epoch of `chain` runs any more: release what the chain held (base id file,
     /// Envoy's shared memory).
     ReleaseChain { chain: u32 },

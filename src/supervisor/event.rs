@@ -143,6 +143,12 @@ pub enum Event {
     },
     /// The crash backoff timer with this generation fired.
     BackoffElapsed { generation: u64 },
+    /// The chain's "initialising" flag was cleared; hot restarts may continue.
+    ChainRepaired { chain: u32 },
+    /// The chain could not be repaired; the next epoch opens a new one.
+    ChainRepairFailed { chain: u32, why: String },
+    /// A draining epoch has had its drain period.
+    DrainSettled { epoch: u32 },
     /// A draining epoch should have been gone by now.
     DrainDeadline { epoch: u32 },
     /// SIGTERM, SIGINT or an API call asked baton to stop. A second one hurries.

@@ -37,9 +37,11 @@ pub struct Policy {
     /// shutdown time plus a margin (Envoy terminates its own parents); generic: the
     /// parent shutdown duration, after which the group is killed.
     pub drain_deadline: Millis,
-    /// Envoy: how long an epoch of an abandoned chain keeps serving next to the new
-    /// chain before it is sent SIGTERM.
-    pub retire_after: Millis,
+    /// Envoy: how long an old epoch is given to drain. A hot restart within that
+    /// time would cut its drain short (Envoy terminates the grandparent when a new
+    /// child starts), so it waits; an epoch of an abandoned chain is sent SIGTERM
+    /// after it.
+    pub drain_period: Millis,
     /// How long a graceful shutdown drains before SIGTERM.
     pub termination_drain: Millis,
     /// How long after SIGTERM a process gets before SIGKILL.
@@ -113,6 +115,7 @@ struct Epoch {
     pid: Option<u32>,
     state: EpochState,
     ready_at: Option<Millis>,
+    drain_settled: bool,
 }
 
 /// The supervisor's whole memory. Created with [`State::new`], changed only by [`step`].
@@ -124,6 +127,7 @@ pub struct State {
     next_epoch: u32,
     chain: u32,
     chain_usable: bool,
+    chain_repairing: bool,
     pending: Option<Trigger>,
     crashes: u32,
     backoff_generation: u64,
@@ -145,6 +149,7 @@ impl State {
             next_epoch: 0,
             chain: 0,
             chain_usable: false,
+            chain_repairing: false,
             pending: None,
             crashes: 0,
             backoff_generation: 0,
@@ -197,10 +202,28 @@ impl State {
         self.epochs.iter().position(|e| e.number == number)
     }
 
+    /// A restart is under way: an epoch prepares, starts, or is being removed after a
+    /// failed start (its restart epoch is still taken), or the chain is being repaired.
     fn in_flight(&self) -> bool {
+        self.chain_repairing
+            || self.epochs.iter().any(|e| {
+                matches!(
+                    e.state,
+                    EpochState::Preparing | EpochState::Starting | EpochState::Failing
+                )
+            })
+    }
+
+    /// Envoy: an epoch of the current chain that is still within its drain period.
+    /// Starting a new epoch now would make Envoy terminate it early.
+    fn drain_in_progress(&self) -> Option<u32> {
+        if self.policy.driver != DriverKind::Envoy || !self.chain_usable {
+            return None;
+        }
         self.epochs
             .iter()
-            .any(|e| matches!(e.state, EpochState::Preparing | EpochState::Starting))
+            .find(|e| e.chain == self.chain && e.state == EpochState::Draining && !e.drain_settled)
+            .map(|e| e.number)
     }
 
     fn serving_index(&self) -> Option<usize> {
@@ -254,7 +277,6 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
                             signal: StopSignal::Kill,
                         });
                     }
-                    abandon_chain(state, "a new epoch failed after attaching to it", &mut out);
                     start_failed(
                         state,
                         epoch,
@@ -275,6 +297,27 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
                 state.backoff_armed = false;
                 let trigger = state.pending.take();
                 begin_restart(state, trigger, &mut out);
+            }
+        }
+        Event::ChainRepaired { chain } => {
+            if chain == state.chain && state.chain_repairing {
+                state.chain_repairing = false;
+                out.push(Action::Report(Report::ChainRepaired { chain }));
+                try_pending(state, &mut out);
+            }
+        }
+        Event::ChainRepairFailed { chain, why } => {
+            if chain == state.chain && state.chain_repairing {
+                state.chain_repairing = false;
+                out.push(Action::Report(Report::ChainRepairFailed { chain, why }));
+                abandon_chain(state, "its shared memory could not be repaired", &mut out);
+                try_pending(state, &mut out);
+            }
+        }
+        Event::DrainSettled { epoch } => {
+            if let Some(i) = state.find(epoch) {
+                state.epochs[i].drain_settled = true;
+                try_pending(state, &mut out);
             }
         }
         Event::DrainDeadline { epoch } => on_drain_deadline(state, epoch, &mut out),
@@ -308,7 +351,26 @@ fn on_restart_requested(state: &mut State, trigger: Trigger, out: &mut Vec<Actio
         out.push(Action::Report(Report::Coalesced { trigger }));
         return;
     }
+    if let Some(draining) = state.drain_in_progress() {
+        state.pending = Some(trigger);
+        out.push(Action::Report(Report::Deferred { trigger, draining }));
+        return;
+    }
     begin_restart(state, Some(trigger), out);
+}
+
+/// Start the follow-up restart if one waits and nothing stands in its way.
+fn try_pending(state: &mut State, out: &mut Vec<Action>) {
+    if state.phase != Phase::Running
+        || state.pending.is_none()
+        || state.in_flight()
+        || state.backoff_armed
+        || state.drain_in_progress().is_some()
+    {
+        return;
+    }
+    let trigger = state.pending.take();
+    begin_restart(state, trigger, out);
 }
 
 fn begin_restart(state: &mut State, trigger: Option<Trigger>, out: &mut Vec<Action>) {
@@ -320,6 +382,7 @@ fn begin_restart(state: &mut State, trigger: Option<Trigger>, out: &mut Vec<Acti
         pid: None,
         state: EpochState::Preparing,
         ready_at: None,
+        drain_settled: false,
     });
     out.push(Action::Report(Report::RestartStarted { epoch, trigger }));
     out.push(Action::Preflight { epoch });
@@ -359,7 +422,7 @@ fn place_in_chain(state: &mut State) -> (u32, u32) {
         .epochs
         .iter()
         .any(|e| e.chain == chain && e.state == EpochState::Serving);
-    if state.chain_usable && serving_in_chain {
+    if state.chain_usable && !state.chain_repairing && serving_in_chain {
         let highest = state
             .epochs
             .iter()
@@ -375,6 +438,26 @@ fn place_in_chain(state: &mut State) -> (u32, u32) {
     }
     state.chain_usable = true;
     (state.chain, 0)
+}
+
+/// Envoy: a new epoch of the current chain died after it may have attached to the
+/// chain's shared memory, leaving it flagged "initialising" (every later hot restart
+/// would be refused). With an epoch of the chain still serving, ask the shell to
+/// repair the flag; otherwise the chain is done.
+fn repair_or_abandon(state: &mut State, chain: u32, out: &mut Vec<Action>) {
+    if state.policy.driver != DriverKind::Envoy || chain != state.chain || !state.chain_usable {
+        return;
+    }
+    let serving = state
+        .epochs
+        .iter()
+        .any(|e| e.chain == chain && e.state == EpochState::Serving);
+    if serving {
+        state.chain_repairing = true;
+        out.push(Action::RepairChain { chain });
+    } else {
+        abandon_chain(state, "a new epoch died and none of the chain serves", out);
+    }
 }
 
 fn abandon_chain(state: &mut State, why: &'static str, out: &mut Vec<Action>) {
@@ -437,6 +520,10 @@ fn on_ready(state: &mut State, epoch: u32, at: Millis, out: &mut Vec<Action>) {
             // Envoy drains and terminates its parent itself; baton only keeps a
             // deadline as a safety net and never signals the parent before it.
             DriverKind::Envoy if e.chain == new_chain => {
+                out.push(Action::ScheduleDrainSettled {
+                    epoch: e.number,
+                    after: state.policy.drain_period,
+                });
                 out.push(Action::ScheduleDrainDeadline {
                     epoch: e.number,
                     after: state.policy.drain_deadline,
@@ -447,7 +534,7 @@ fn on_ready(state: &mut State, epoch: u32, at: Millis, out: &mut Vec<Action>) {
             DriverKind::Envoy => {
                 out.push(Action::ScheduleDrainDeadline {
                     epoch: e.number,
-                    after: state.policy.retire_after,
+                    after: state.policy.drain_period,
                 });
             }
         }
@@ -457,9 +544,7 @@ fn on_ready(state: &mut State, epoch: u32, at: Millis, out: &mut Vec<Action>) {
         pid,
         replaced,
     }));
-    if let Some(trigger) = state.pending.take() {
-        begin_restart(state, Some(trigger), out);
-    }
+    try_pending(state, out);
 }
 
 fn on_exited(
@@ -500,7 +585,7 @@ fn on_exited(
     }
     match gone.state {
         EpochState::Starting => {
-            abandon_chain(state, "a new epoch exited after attaching to it", out);
+            repair_or_abandon(state, gone.chain, out);
             start_failed(
                 state,
                 epoch,
@@ -511,7 +596,11 @@ fn on_exited(
             );
         }
         EpochState::Serving => on_crash(state, gone, status, at, out),
-        _ => {}
+        EpochState::Failing => {
+            repair_or_abandon(state, gone.chain, out);
+            try_pending(state, out);
+        }
+        _ => try_pending(state, out),
     }
 }
 
@@ -604,9 +693,7 @@ fn start_failed(
         return;
     }
     if state.serving_index().is_some() {
-        if let Some(trigger) = state.pending.take() {
-            begin_restart(state, Some(trigger), out);
-        }
+        try_pending(state, out);
         return;
     }
     if !state.ever_served && reason.is_config_problem() {

@@ -15,7 +15,7 @@ fn policy(driver: DriverKind) -> Policy {
         },
         stable_after: 60_000,
         drain_deadline: 70_000,
-        retire_after: 45_000,
+        drain_period: 45_000,
         termination_drain: 5_000,
         kill_grace: 5_000,
     }
@@ -119,6 +119,10 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
     assert_eq!(
         step(&mut s, E::Ready { epoch: 1, at: 30 }),
         vec![
+            A::ScheduleDrainSettled {
+                epoch: 0,
+                after: 45_000
+            },
             A::ScheduleDrainDeadline {
                 epoch: 0,
                 after: 70_000
@@ -184,8 +188,10 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
             vec![A::Report(Report::Coalesced { trigger })]
         );
     }
-    let mut actions = run(&mut s, bring_up(1, 101, 20));
-    // Exactly one follow-up, with the last trigger, once epoch 1 serves.
+    run(&mut s, bring_up(1, 101, 20));
+    // Exactly one follow-up, with the last trigger, once epoch 1 serves and epoch 0
+    // has had its drain period.
+    let mut actions = step(&mut s, E::DrainSettled { epoch: 0 });
     actions.retain(|a| {
         matches!(
             a,
@@ -199,11 +205,54 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
             A::Preflight { epoch: 2 }
         ]
     );
-    let after = run(&mut s, bring_up(2, 102, 30));
+    let mut events = bring_up(2, 102, 30);
+    events.push(E::DrainSettled { epoch: 1 });
+    let after = run(&mut s, events);
     assert!(
         !after.iter().any(|a| matches!(a, A::Preflight { .. })),
         "{after:?}"
     );
+}
+
+#[test]
+fn envoy_restart_while_the_old_epoch_drains_waits_for_its_drain_period() {
+    let mut s = serving_envoy();
+    let mut events = vec![E::RestartRequested(Trigger::Signal)];
+    events.extend(bring_up(1, 101, 20));
+    run(&mut s, events);
+    // Starting epoch 2 now would make Envoy terminate epoch 0 mid-drain.
+    assert_eq!(
+        step(&mut s, E::RestartRequested(Trigger::FileChange)),
+        vec![A::Report(Report::Deferred {
+            trigger: Trigger::FileChange,
+            draining: 0
+        })]
+    );
+    assert_eq!(
+        step(&mut s, E::DrainSettled { epoch: 0 }),
+        vec![
+            started(2, Some(Trigger::FileChange)),
+            A::Preflight { epoch: 2 }
+        ]
+    );
+}
+
+#[test]
+fn deferred_restart_starts_when_the_draining_epoch_exits_early() {
+    let mut s = serving_envoy();
+    let mut events = vec![E::RestartRequested(Trigger::Signal)];
+    events.extend(bring_up(1, 101, 20));
+    events.push(E::RestartRequested(Trigger::Api));
+    run(&mut s, events);
+    let actions = step(
+        &mut s,
+        E::Exited {
+            epoch: 0,
+            status: ProcessExit::Code(0),
+            at: 30,
+        },
+    );
+    assert_eq!(actions.last(), Some(&A::Preflight { epoch: 2 }));
 }
 
 #[test]
@@ -261,7 +310,7 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
 }
 
 #[test]
-fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_opens_a_new_chain() {
+fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain() {
     let mut s = serving_envoy();
     run(
         &mut s,
@@ -293,10 +342,7 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_opens_a_new_chain
                 role: "starting"
             }),
             A::Cleanup { epoch: 1 },
-            A::Report(Report::ChainAbandoned {
-                chain: 0,
-                why: "a new epoch exited after attaching to it"
-            }),
+            A::RepairChain { chain: 0 },
             A::Report(Report::RestartFailed {
                 epoch: 1,
                 reason: FailureReason::Exited,
@@ -305,8 +351,55 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_opens_a_new_chain
         ]
     );
     assert_eq!(states(&s), vec![(0, EpochState::Serving)]);
-    // The chain's shared memory may be stuck "initialising": start epoch 0 of a new chain.
+    // A trigger during the repair waits for it.
+    assert_eq!(
+        step(&mut s, E::RestartRequested(Trigger::Signal)),
+        vec![A::Report(Report::Coalesced {
+            trigger: Trigger::Signal
+        })]
+    );
+    let repaired = step(&mut s, E::ChainRepaired { chain: 0 });
+    assert_eq!(repaired.last(), Some(&A::Preflight { epoch: 2 }));
+    // The chain goes on: restart epoch 1 again (exactly highest running + 1).
+    assert_eq!(
+        step(&mut s, E::PreflightPassed { epoch: 2 }),
+        vec![launch(2, 0, 1)]
+    );
+}
+
+#[test]
+fn chain_that_cannot_be_repaired_is_replaced_by_a_new_chain_and_the_old_retired() {
+    let mut s = serving_envoy();
+    run(
+        &mut s,
+        vec![
+            E::RestartRequested(Trigger::Signal),
+            E::PreflightPassed { epoch: 1 },
+            E::Spawned {
+                epoch: 1,
+                pid: 101,
+                at: 20,
+            },
+            E::Exited {
+                epoch: 1,
+                status: ProcessExit::Code(1),
+                at: 25,
+            },
+        ],
+    );
+    let failed = step(
+        &mut s,
+        E::ChainRepairFailed {
+            chain: 0,
+            why: "unknown layout".into(),
+        },
+    );
+    assert!(failed.contains(&A::Report(Report::ChainAbandoned {
+        chain: 0,
+        why: "its shared memory could not be repaired"
+    })));
     run(&mut s, vec![E::RestartRequested(Trigger::Signal)]);
+    // Epoch 0 of a new chain, overlapping the old one on SO_REUSEPORT listeners.
     assert_eq!(
         step(&mut s, E::PreflightPassed { epoch: 2 }),
         vec![launch(2, 1, 0)]
@@ -350,6 +443,47 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_opens_a_new_chain
         },
     );
     assert!(gone.contains(&A::ReleaseChain { chain: 0 }), "{gone:?}");
+}
+
+#[test]
+fn a_restart_waits_while_a_failed_epoch_is_still_being_killed() {
+    let mut s = serving_envoy();
+    run(
+        &mut s,
+        vec![
+            E::RestartRequested(Trigger::Api),
+            E::PreflightPassed { epoch: 1 },
+            E::Spawned {
+                epoch: 1,
+                pid: 101,
+                at: 20,
+            },
+            E::NotReady {
+                epoch: 1,
+                message: "slow".into(),
+            },
+        ],
+    );
+    // Epoch 1 still holds restart epoch 1 until it is gone.
+    assert_eq!(
+        step(&mut s, E::RestartRequested(Trigger::Signal)),
+        vec![A::Report(Report::Coalesced {
+            trigger: Trigger::Signal
+        })]
+    );
+    let exit = step(
+        &mut s,
+        E::Exited {
+            epoch: 1,
+            status: ProcessExit::Signal(9),
+            at: 30,
+        },
+    );
+    assert!(exit.contains(&A::RepairChain { chain: 0 }), "{exit:?}");
+    assert_eq!(
+        step(&mut s, E::ChainRepaired { chain: 0 }).last(),
+        Some(&A::Preflight { epoch: 2 })
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! **Boundary:** this is one of the few places with `unsafe` (the `pre_exec` hook);
 //! each block carries a `// SAFETY:` line.
 
+pub mod envoy_shm;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;

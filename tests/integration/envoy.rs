@@ -172,58 +172,79 @@ fn sighup_during_startup_is_deferred_until_epoch_zero_is_ready() {
     );
 }
 
+/// Template text whose first listener binds `port` (held by someone else).
+fn with_blocked_listener(port: u16) -> String {
+    let listener = format!(
+        "\"listeners\": [{{\"name\": \"blocked\", \"address\": {{\"socket_address\": {{\"address\": \"127.0.0.1\", \"port_value\": {port}}}}}, \"filter_chains\": [{{\"filters\": [{{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": {{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", \"stat_prefix\": \"b\", \"cluster\": \"upstream\"}}}}]}}]}},"
+    );
+    standalone_template().replacen("\"listeners\": [", &listener, 1)
+}
+
 #[test]
-fn a_new_epoch_that_dies_after_attaching_is_healed_by_a_fresh_chain() {
+fn a_new_epoch_that_dies_after_attaching_does_not_stop_later_hot_restarts() {
     let setup = EnvoySetup::new();
     let template = setup.path("standalone.json");
     std::fs::write(&template, standalone_template()).unwrap();
     // Something else holds this port, so an epoch that also listens there passes
-    // `--mode validate` and then fails to bind after attaching to the chain.
+    // `--mode validate`, attaches to the chain, and then fails to bind.
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let blocked = blocker.local_addr().unwrap().port();
     let (mut baton, _upstream, port) = setup.start(template.to_str().unwrap(), &[]);
     baton.wait_serving(0, START);
-    let load = Load::start(port, 2, 100_000, Duration::from_secs(90));
+    let load = Load::start(port, 4, 200_000, Duration::from_secs(90));
+    eventually("load to flow", START, || (load.ok() > 50).then_some(()));
 
-    let second_listener = format!(
-        "\"listeners\": [{{\"name\": \"blocked\", \"address\": {{\"socket_address\": {{\"address\": \"127.0.0.1\", \"port_value\": {blocked}}}}}, \"filter_chains\": [{{\"filters\": [{{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": {{\"@type\": \"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\", \"stat_prefix\": \"b\", \"cluster\": \"upstream\"}}}}]}}]}},"
-    );
-    std::fs::write(
-        &template,
-        standalone_template().replacen("\"listeners\": [", &second_listener, 1),
-    )
-    .unwrap();
+    std::fs::write(&template, with_blocked_listener(blocked)).unwrap();
     baton.signal(Signal::SIGHUP);
     baton.wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    baton.wait_for("cleared the 'initialising' flag", &[], START);
     assert_eq!(get(port), Ok(200));
 
-    // The fix: the next restart must work although the chain is poisoned.
+    // The fix: the next hot restart continues the same chain, without a lost request.
     std::fs::write(&template, standalone_template()).unwrap();
     baton.signal(Signal::SIGHUP);
     baton.wait_serving(2, START);
     let started = baton.find("epoch started", &[("epoch", json!(2))]).unwrap();
-    assert_eq!(
-        started["restart_epoch"],
-        json!(0),
-        "expected a fresh chain: {started}"
+    assert_eq!(started["restart_epoch"], json!(1), "{started}");
+    assert_eq!(started["chain"], json!(0), "{started}");
+    let before = load.ok();
+    eventually("requests through epoch 2", START, || {
+        (load.ok() > before + 200).then_some(())
+    });
+    baton.wait_for(
+        "epoch exited",
+        &[("epoch", json!(0)), ("status", json!("exit code 0"))],
+        START,
     );
-    assert_eq!(get(port), Ok(200));
-    // The abandoned chain's epoch is retired after the drain period.
-    baton.wait_for("epoch exited", &[("epoch", json!(0))], START);
     let tally = load.stop();
     eprintln!(
-        "healing under load: {} ok, {} errors ({:?})",
-        tally.ok, tally.errors, tally.samples
+        "repair under load: {} ok, {} errors, {} stale retries",
+        tally.ok, tally.errors, tally.stale_retries
     );
-    assert_eq!(get(port), Ok(200));
-    // A hot restart on the new chain works as usual.
-    baton.signal(Signal::SIGHUP);
-    baton.wait_serving(3, START);
-    let started = baton.find("epoch started", &[("epoch", json!(3))]).unwrap();
-    assert_eq!(started["restart_epoch"], json!(1));
+    assert_eq!(tally.errors, 0, "failed requests: {:?}", tally.samples);
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
     drop(blocker);
+}
+
+#[test]
+fn serving_epoch_killed_is_replaced_at_once_by_a_fresh_chain() {
+    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    let serving = baton.wait_serving(0, START);
+    let pid = serving["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let crash = baton.wait_for("serving epoch crashed", &[("epoch", json!(0))], START);
+    assert_eq!(crash["status"], json!("killed by signal 9"));
+    baton.wait_serving(1, START);
+    let started = baton.find("epoch started", &[("epoch", json!(1))]).unwrap();
+    assert_eq!(
+        (started["restart_epoch"].clone(), started["chain"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(get(port), Ok(200));
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(baton.leftovers().is_empty());
 }
 
 #[test]

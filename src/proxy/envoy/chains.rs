@@ -85,6 +85,17 @@ impl Chains {
         Some(id)
     }
 
+    /// Clear the "initialising" flag a dead epoch left in the chain's shared memory.
+    pub fn repair(&mut self, chain: u32) -> Result<(), String> {
+        let id = self
+            .base_id(chain)
+            .ok_or_else(|| format!("base id of chain {chain} unknown"))?;
+        let path = crate::sys::envoy_shm::segment_path(id);
+        crate::sys::envoy_shm::clear_initializing(&path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// No epoch of `chain` runs any more: forget it and remove what it left behind.
     pub fn release(&mut self, chain: u32) {
         let id = self.base_id(chain);
@@ -99,7 +110,7 @@ impl Chains {
 /// Envoy does not unlink its hot-restart shared memory when the last epoch exits;
 /// baton owns the chain, so it does.
 fn remove_shared_memory(base_id: u64) {
-    let path = PathBuf::from(format!("/dev/shm/envoy_shared_memory_{}", base_id * 10));
+    let path = crate::sys::envoy_shm::segment_path(base_id);
     match std::fs::remove_file(&path) {
         Ok(()) => tracing::debug!(path = %path.display(), "removed Envoy shared memory"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

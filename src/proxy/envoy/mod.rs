@@ -130,6 +130,11 @@ impl EnvoyDriver {
         Ok(path)
     }
 
+    /// `envoy --hot-restart-version`.
+    pub async fn hot_restart_version(&self, reaper: &Reaper) -> Result<String, String> {
+        validate::hot_restart_version(reaper, &self.binary).await
+    }
+
     /// Remove the bootstrap of an epoch that is gone.
     pub fn remove_bootstrap(&self, epoch: u32) {
         let path = self.config_path(epoch);

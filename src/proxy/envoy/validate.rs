@@ -7,10 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::args::{validate_args, EnvoyOptions};
+use crate::supervisor::ProcessExit;
 use crate::sys::{spawn::clean_slate, Reaper};
 
-/// A validation that takes longer than this is treated as a failure.
-const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A validation (or version query) that takes longer than this is a failure.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Run the validation; `Err` carries Envoy's complaint.
 pub async fn run(
@@ -20,14 +21,43 @@ pub async fn run(
     o: &EnvoyOptions,
 ) -> Result<(), String> {
     let mut cmd = Command::new(binary);
-    cmd.args(validate_args(config, o))
-        .stdin(Stdio::null())
+    cmd.args(validate_args(config, o));
+    let (status, output) = capture(reaper, &mut cmd).await?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "envoy --mode validate failed ({status}): {}",
+        summarize(&output)
+    ))
+}
+
+/// `envoy --hot-restart-version`: which shared-memory layout this binary uses.
+pub async fn hot_restart_version(reaper: &Reaper, binary: &Path) -> Result<String, String> {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--hot-restart-version");
+    let (status, output) = capture(reaper, &mut cmd).await?;
+    let version = output.trim().to_string();
+    if !status.success() || version.is_empty() {
+        return Err(format!(
+            "{} --hot-restart-version: {status}: {}",
+            binary.display(),
+            summarize(&output)
+        ));
+    }
+    Ok(version)
+}
+
+/// Run a short command through the reaper; its status and its stdout+stderr.
+async fn capture(reaper: &Reaper, cmd: &mut Command) -> Result<(ProcessExit, String), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    clean_slate(&mut cmd);
+    clean_slate(cmd);
     let mut spawned = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| format!("cannot run {} --mode validate: {e}", binary.display()))?;
+        .spawn(cmd)
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
     let readers: Vec<_> = [
         spawned
             .child
@@ -50,16 +80,16 @@ pub async fn run(
         })
     })
     .collect();
-    let status = match tokio::time::timeout(VALIDATE_TIMEOUT, spawned.exit).await {
+    let status = match tokio::time::timeout(COMMAND_TIMEOUT, spawned.exit).await {
         Ok(Ok(status)) => status,
-        Ok(Err(_)) => return Err("validation process vanished".into()),
+        Ok(Err(_)) => return Err(format!("{program}: process vanished")),
         Err(_) => {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(spawned.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
             return Err(format!(
-                "envoy --mode validate did not finish within {VALIDATE_TIMEOUT:?}"
+                "{program} did not finish within {COMMAND_TIMEOUT:?}"
             ));
         }
     };
@@ -67,13 +97,7 @@ pub async fn run(
     for reader in readers {
         output.push_str(&reader.await.unwrap_or_default());
     }
-    if status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "envoy --mode validate failed ({status}): {}",
-        summarize(&output)
-    ))
+    Ok((status, output))
 }
 
 /// Envoy's complaint without the noise: the lines that mention an error, or the last
