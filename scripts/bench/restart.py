@@ -132,7 +132,7 @@ def hot(baton, envoy, work, restarts, gap):
         [baton, "--log-format", "json", "envoy", "--envoy-binary", envoy, "--template", TEMPLATE,
          "--var", f"listen_port={port}", "--var", "listen_address=127.0.0.1",
          "--admin-port", str(admin), "--config-dir", cfg_dir, "--concurrency", "1",
-         "--drain-duration", "2s", "--parent-shutdown-duration", "3s",
+         "--drain-duration", "1s", "--parent-shutdown-duration", "2s",
          "--termination-drain-duration", "1s"],
         stdout=log, stderr=log,
     )
@@ -156,13 +156,14 @@ def hot(baton, envoy, work, restarts, gap):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
         log.close()
-    logged = []
+    logged, startup = [], []
     for line in open(log_path):
         if line.startswith("{"):
             rec = json.loads(line)
             if "serving" in rec.get("message", "") and rec.get("epoch", 0) > 0:
                 logged.append(rec["restart_ms"] / 1000)
-    return times, logged, total, errors, code
+                startup.append(rec["startup_ms"] / 1000)
+    return times, (logged, startup), total, errors, code
 
 
 def fmt(xs):
@@ -174,17 +175,18 @@ def fmt(xs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--restarts", type=int, default=20)
-    ap.add_argument("--gap", type=float, default=0.5, help="seconds between restarts")
+    ap.add_argument("--gap", type=float, default=1.2, help="seconds between restarts")
     ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
     ap.add_argument("--envoy", required=True)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         starts, a_total, a_err = anchor(a.envoy, a.baton, work, a.restarts, a.gap)
-        times, logged, h_total, h_err, code = hot(a.baton, a.envoy, work, a.restarts, a.gap)
+        times, (logged, startup), h_total, h_err, code = hot(a.baton, a.envoy, work, a.restarts, a.gap)
     print(f"restarts: {a.restarts}, wrk -t2 -c16, {a.gap}s between restarts, Envoy --concurrency 1")
     print(f"anchor  plain Envoy cold start -> LIVE:        {fmt(starts)}")
     print(f"baton   SIGHUP -> new epoch LIVE (external):   {fmt(times)}")
     print(f"baton   trigger -> serving (baton's restart_ms): {fmt(logged)}")
+    print(f"baton   of which spawn -> ready (startup_ms):   {fmt(startup)}")
     print(f"ratio   hot restart / cold start (medians):    {statistics.median(times) / statistics.median(starts):.2f}")
     print(f"anchor  cold restarts under load: {a_total} requests, {a_err} errors")
     print(f"baton   hot restarts under load:  {h_total} requests, {h_err} errors")
