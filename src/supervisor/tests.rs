@@ -60,6 +60,23 @@ fn serving_envoy() -> State {
     s
 }
 
+fn exited(epoch: u32, code: i32, at: Millis) -> Event {
+    E::Exited {
+        epoch,
+        status: ProcessExit::Code(code),
+        at,
+    }
+}
+
+/// Epoch 0 crashes, epoch 1 comes up and crashes soon after: a backoff is armed.
+fn crashed_twice() -> State {
+    let mut s = serving_envoy();
+    run(&mut s, vec![exited(0, 1, 100)]);
+    run(&mut s, bring_up(1, 101, 200));
+    run(&mut s, vec![exited(1, 1, 300)]);
+    s
+}
+
 fn states(s: &State) -> Vec<(u32, EpochState)> {
     s.epochs().iter().map(|e| (e.number, e.state)).collect()
 }
@@ -624,59 +641,18 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
 
 #[test]
 fn an_epoch_that_served_long_enough_resets_the_crash_count() {
-    let mut s = serving_envoy();
-    run(
-        &mut s,
-        vec![E::Exited {
-            epoch: 0,
-            status: ProcessExit::Code(1),
-            at: 100,
-        }],
-    );
-    run(&mut s, bring_up(1, 101, 200));
-    run(
-        &mut s,
-        vec![E::Exited {
-            epoch: 1,
-            status: ProcessExit::Code(1),
-            at: 300,
-        }],
-    );
+    let mut s = crashed_twice();
     assert_eq!(s.crashes(), 2);
     run(&mut s, vec![E::BackoffElapsed { generation: 1 }]);
     run(&mut s, bring_up(2, 102, 1_500));
-    let late = step(
-        &mut s,
-        E::Exited {
-            epoch: 2,
-            status: ProcessExit::Code(1),
-            at: 100_000,
-        },
-    );
+    let late = step(&mut s, exited(2, 1, 100_000));
     assert_eq!(s.crashes(), 1);
     assert_eq!(late.last(), Some(&A::Preflight { epoch: 3 }));
 }
 
 #[test]
 fn crash_backoff_timer_from_an_earlier_crash_is_ignored() {
-    let mut s = serving_envoy();
-    run(
-        &mut s,
-        vec![E::Exited {
-            epoch: 0,
-            status: ProcessExit::Code(1),
-            at: 100,
-        }],
-    );
-    run(&mut s, bring_up(1, 101, 200));
-    run(
-        &mut s,
-        vec![E::Exited {
-            epoch: 1,
-            status: ProcessExit::Code(1),
-            at: 300,
-        }],
-    );
+    let mut s = crashed_twice();
     assert_eq!(step(&mut s, E::BackoffElapsed { generation: 0 }), vec![]);
 }
 

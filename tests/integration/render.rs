@@ -77,22 +77,25 @@ fn render_with_an_undefined_variable_exits_78_naming_it() {
     );
 }
 
-#[test]
-fn render_of_a_template_with_a_syntax_error_names_file_and_line() {
+/// `baton render` of a template file with this text: exit code and stderr.
+fn render_text(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.json");
-    std::fs::write(&t, "{\n  \"a\": {{ node_id|tojson }\n}\n").unwrap();
+    std::fs::write(&t, text).unwrap();
     let (code, _, err) = baton(&["render", "--template", t.to_str().unwrap()]);
+    (code, err)
+}
+
+#[test]
+fn render_of_a_template_with_a_syntax_error_names_file_and_line() {
+    let (code, err) = render_text("{\n  \"a\": {{ node_id|tojson }\n}\n");
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("t.json") && err.contains("line 2"), "{err}");
 }
 
 #[test]
 fn render_of_output_that_is_not_json_gives_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("t.json");
-    std::fs::write(&t, "{\n  \"a\": {{ admin_port }},\n  oops\n}\n").unwrap();
-    let (code, _, err) = baton(&["render", "--template", t.to_str().unwrap()]);
+    let (code, err) = render_text("{\n  \"a\": {{ admin_port }},\n  oops\n}\n");
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("line 3") && err.contains("column"), "{err}");
 }
