@@ -277,6 +277,9 @@ impl Shell {
             Report::Coalesced { trigger } => {
                 tracing::info!(%trigger, "restart already in progress; folded into one follow-up")
             }
+            Report::Ignored { trigger, why } => {
+                tracing::info!(%trigger, "restart request ignored: {why}")
+            }
             Report::Deferred { trigger, draining } => tracing::info!(
                 %trigger,
                 draining,

@@ -29,6 +29,8 @@ pub enum Report {
     Coalesced { trigger: Trigger },
     /// A restart waits until `draining` has had its drain period.
     Deferred { trigger: Trigger, draining: u32 },
+    /// A restart request that will not be acted on.
+    Ignored { trigger: Trigger, why: &'static str },
     /// A restart was requested; it starts now.
     RestartStarted {
         epoch: u32,

@@ -151,6 +151,9 @@ pub enum Event {
     DrainSettled { epoch: u32 },
     /// A draining epoch should have been gone by now.
     DrainDeadline { epoch: u32 },
+    /// `POST /drain`: drain the serving epoch without exiting (a preStop hook); later
+    /// restarts are ignored, since the pod is going away.
+    DrainRequested,
     /// SIGTERM, SIGINT or an API call asked baton to stop. A second one hurries.
     ShutdownRequested,
     /// The termination drain period is over.

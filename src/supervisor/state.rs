@@ -135,6 +135,7 @@ pub struct State {
     ever_served: bool,
     phase: Phase,
     serving_at_shutdown: Option<u32>,
+    drained: bool,
     exit_code: Option<i32>,
     last_error: Option<String>,
 }
@@ -157,6 +158,7 @@ impl State {
             ever_served: false,
             phase: Phase::Running,
             serving_at_shutdown: None,
+            drained: false,
             exit_code: None,
             last_error: None,
         }
@@ -191,6 +193,30 @@ impl State {
     /// Consecutive crashes counted against the budget.
     pub fn crashes(&self) -> u32 {
         self.crashes
+    }
+
+    /// `Ok` when an epoch serves and takes traffic; otherwise why not, in a few words
+    /// (the body of a 503 from `/healthz/ready`).
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.phase != Phase::Running {
+            return Err("shutting down".into());
+        }
+        if self.drained {
+            return Err("draining (POST /drain)".into());
+        }
+        if self.serving_index().is_some() {
+            return Ok(());
+        }
+        if self.backoff_armed {
+            return Err(format!("crash backoff after {} crash(es)", self.crashes));
+        }
+        match self.epochs.iter().find(|e| e.state != EpochState::Failing) {
+            Some(e) if !self.ever_served => {
+                Err(format!("starting: epoch {} not ready yet", e.number))
+            }
+            Some(e) => Err(format!("recovering: epoch {} not ready yet", e.number)),
+            None => Err("no epoch serving".into()),
+        }
     }
 
     /// `true` once shutdown has begun.
@@ -322,6 +348,20 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
         }
         Event::DrainDeadline { epoch } => on_drain_deadline(state, epoch, &mut out),
         Event::ShutdownRequested => on_shutdown_requested(state, &mut out),
+        Event::DrainRequested => {
+            if state.phase == Phase::Running && !state.drained {
+                state.drained = true;
+                state.pending = None;
+                if let Some(i) = state.serving_index() {
+                    if let Some(pid) = state.epochs[i].pid {
+                        out.push(Action::DrainForShutdown {
+                            epoch: state.epochs[i].number,
+                            pid,
+                        });
+                    }
+                }
+            }
+        }
         Event::ShutdownDrainElapsed => {
             if state.phase == Phase::ShutdownDraining {
                 terminate_all(state, &mut out);
@@ -343,6 +383,13 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
 
 fn on_restart_requested(state: &mut State, trigger: Trigger, out: &mut Vec<Action>) {
     if state.phase != Phase::Running || !state.started {
+        return;
+    }
+    if state.drained {
+        out.push(Action::Report(Report::Ignored {
+            trigger,
+            why: "the proxy was drained on request",
+        }));
         return;
     }
     if state.in_flight() || state.backoff_armed {

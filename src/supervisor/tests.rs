@@ -879,3 +879,57 @@ fn generic_driver_drains_the_old_epoch_itself_and_kills_it_at_the_deadline() {
         }]
     );
 }
+
+#[test]
+fn readiness_says_why_not_until_an_epoch_serves() {
+    let mut s = State::new(policy(DriverKind::Envoy));
+    run(&mut s, vec![E::Start, E::PreflightPassed { epoch: 0 }]);
+    assert_eq!(s.readiness(), Err("starting: epoch 0 not ready yet".into()));
+    run(
+        &mut s,
+        vec![
+            E::Spawned {
+                epoch: 0,
+                pid: 100,
+                at: 1,
+            },
+            E::Ready { epoch: 0, at: 2 },
+        ],
+    );
+    assert_eq!(s.readiness(), Ok(()));
+    // A restart in progress does not make baton unready.
+    run(
+        &mut s,
+        vec![
+            E::RestartRequested(Trigger::Api),
+            E::PreflightPassed { epoch: 1 },
+        ],
+    );
+    assert_eq!(s.readiness(), Ok(()));
+    run(&mut s, vec![E::ShutdownRequested]);
+    assert_eq!(s.readiness(), Err("shutting down".into()));
+}
+
+#[test]
+fn crash_backoff_is_not_ready() {
+    let s = crashed_twice();
+    assert_eq!(s.readiness(), Err("crash backoff after 2 crash(es)".into()));
+}
+
+#[test]
+fn drain_request_drains_the_serving_epoch_and_ignores_later_restarts() {
+    let mut s = serving_envoy();
+    assert_eq!(
+        step(&mut s, E::DrainRequested),
+        vec![A::DrainForShutdown { epoch: 0, pid: 100 }]
+    );
+    assert_eq!(s.readiness(), Err("draining (POST /drain)".into()));
+    assert_eq!(step(&mut s, E::DrainRequested), vec![]);
+    assert_eq!(
+        step(&mut s, E::RestartRequested(Trigger::Api)),
+        vec![A::Report(Report::Ignored {
+            trigger: Trigger::Api,
+            why: "the proxy was drained on request"
+        })]
+    );
+}
