@@ -5,6 +5,7 @@
 //! Every option also reads a `BATON_*` environment variable, so a container spec can
 //! set them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +30,80 @@ pub enum Command {
     Envoy(Box<EnvoyArgs>),
     /// Render and check the bootstrap, print it (or write --output), exit.
     Render(Box<RenderArgs>),
+    /// Ask a running baton for a hot restart.
+    Restart(ClientArgs),
+    /// Block until the proxy is ready (a Kubernetes postStart hook).
+    Wait(WaitArgs),
+    /// Show the epochs of a running baton.
+    Status(ClientArgs),
+}
+
+/// Where a running baton's status server listens.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The status server of the baton to talk to.
+    #[arg(long, env = "BATON_STATUS_ADDR", default_value = DEFAULT_STATUS_ADDR)]
+    pub status_addr: SocketAddr,
+}
+
+/// `baton wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The baton to wait for.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Give up (exit 1) after this long.
+    #[arg(long, env = "BATON_WAIT_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+/// The status server's default address.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:15020";
+
+/// What triggers restarts besides SIGHUP, and the status server.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// A file or directory whose content changes trigger a hot restart (repeatable).
+    #[arg(
+        long = "watch",
+        env = "BATON_WATCH",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub watch: Vec<PathBuf>,
+    /// Quiet period after the last file event before acting on it.
+    #[arg(long, env = "BATON_DEBOUNCE", default_value = "100ms", value_parser = duration)]
+    pub debounce: Duration,
+    /// Act at the latest this long after the first file event of a burst.
+    #[arg(long, env = "BATON_DEBOUNCE_CAP", default_value = "2s", value_parser = duration)]
+    pub debounce_cap: Duration,
+    /// Wait a random time up to this before a file-triggered restart (spreads a fleet).
+    #[arg(long, env = "BATON_RESTART_JITTER", default_value = "0s", value_parser = duration)]
+    pub restart_jitter: Duration,
+    /// How long to wait at startup for watched files and certificates to appear.
+    #[arg(long, env = "BATON_CERT_WAIT", default_value = "2m", value_parser = duration)]
+    pub cert_wait: Duration,
+    /// Status server address (`off` disables it).
+    #[arg(long, env = "BATON_STATUS_ADDR", default_value = DEFAULT_STATUS_ADDR, value_parser = status_addr)]
+    pub status_addr: StatusAddr,
+}
+
+/// `--status-addr`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusAddr {
+    /// No status server.
+    Off,
+    /// Listen here.
+    At(SocketAddr),
+}
+
+fn status_addr(s: &str) -> Result<StatusAddr, String> {
+    if s == "off" {
+        return Ok(StatusAddr::Off);
+    }
+    s.parse()
+        .map(StatusAddr::At)
+        .map_err(|_| format!("'{s}' is not HOST:PORT (an IP address and a port) or 'off'"))
 }
 
 /// How baton itself logs.
@@ -128,6 +203,9 @@ pub struct EnvoyArgs {
     /// Epoch timing.
     #[command(flatten)]
     pub supervision: SupervisionArgs,
+    /// Watched files and the status server.
+    #[command(flatten)]
+    pub triggers: TriggerArgs,
     /// The Envoy executable (a name on PATH or a path).
     #[arg(long, env = "BATON_ENVOY_BINARY", default_value = "envoy")]
     pub envoy_binary: PathBuf,
@@ -173,6 +251,18 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn status_addr_is_an_address_or_off() {
+        assert_eq!(status_addr("off"), Ok(StatusAddr::Off));
+        assert_eq!(
+            status_addr("127.0.0.1:1"),
+            Ok(StatusAddr::At(([127, 0, 0, 1], 1).into()))
+        );
+        assert!(status_addr("localhost")
+            .unwrap_err()
+            .contains("'localhost'"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bootstrap::{self, CertPair, TemplateSource, Values};
-use crate::cli::{BootstrapArgs, EnvoyArgs, SupervisionArgs};
+use crate::cli::{BootstrapArgs, EnvoyArgs, StatusAddr, SupervisionArgs};
 use crate::proxy::envoy::{BootstrapPlan, EnvoyDriver, EnvoyOptions};
 use crate::supervisor::{Backoff, DriverKind, Policy};
 
@@ -86,6 +86,27 @@ pub struct BootstrapSettings {
     pub owns_config_dir: bool,
     /// The admin port the bootstrap uses.
     pub admin_port: u16,
+    /// `--cert` pairs, checked before every restart.
+    pub certs: Vec<CertPair>,
+}
+
+/// What every driver's supervisor runs with besides the driver itself.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    /// The state machine's knobs.
+    pub policy: Policy,
+    /// Status server address, `None` for `--status-addr off`.
+    pub status_addr: Option<SocketAddr>,
+    /// Files and directories whose content changes trigger a restart.
+    pub watched: Vec<PathBuf>,
+    /// Quiet period of the file watcher.
+    pub debounce: Duration,
+    /// Longest a burst of file events can delay a restart.
+    pub debounce_cap: Duration,
+    /// Random delay up to this before a file-triggered restart.
+    pub restart_jitter: Duration,
+    /// How long to wait at startup for watched files to exist.
+    pub cert_wait: Duration,
 }
 
 /// Settings of `baton envoy`.
@@ -93,8 +114,8 @@ pub struct BootstrapSettings {
 pub struct EnvoySettings {
     /// The driver, ready to use.
     pub driver: EnvoyDriver,
-    /// The state machine's knobs.
-    pub policy: Policy,
+    /// Timing, triggers, status server.
+    pub supervision: Supervision,
     /// `--base-id`.
     pub base_id: Option<u64>,
     /// Remove this directory on exit.
@@ -120,6 +141,34 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     let (Some(bootstrap), Some(binary), true) = (bootstrap, binary, problems.is_empty()) else {
         return Err(ConfigError { problems });
     };
+    let mut watched = args.triggers.watch.clone();
+    watched.extend(
+        bootstrap
+            .certs
+            .iter()
+            .flat_map(|p| [p.cert.clone(), p.key.clone()]),
+    );
+    match &bootstrap.plan {
+        BootstrapPlan::Template {
+            source: TemplateSource::File(path),
+            ..
+        }
+        | BootstrapPlan::Custom(path) => watched.push(path.clone()),
+        BootstrapPlan::Template { .. } => {}
+    }
+    let t = &args.triggers;
+    let supervision = Supervision {
+        policy: policy(DriverKind::Envoy, s),
+        status_addr: match t.status_addr {
+            StatusAddr::Off => None,
+            StatusAddr::At(addr) => Some(addr),
+        },
+        watched,
+        debounce: t.debounce,
+        debounce_cap: t.debounce_cap.max(t.debounce),
+        restart_jitter: t.restart_jitter,
+        cert_wait: t.cert_wait,
+    };
     let options = EnvoyOptions {
         drain_time: s.drain_duration,
         parent_shutdown: s.parent_shutdown_duration,
@@ -135,12 +184,13 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         admin: SocketAddr::from((Ipv4Addr::LOCALHOST, bootstrap.admin_port)),
         config_dir: bootstrap.config_dir.clone(),
         bootstrap: bootstrap.plan,
+        certs: bootstrap.certs,
         options,
         ready_timeout: s.ready_timeout,
     };
     Ok(EnvoySettings {
         driver,
-        policy: policy(DriverKind::Envoy, s),
+        supervision,
         base_id: args.base_id,
         owned_config_dir: bootstrap.owns_config_dir.then_some(bootstrap.config_dir),
     })
@@ -186,7 +236,7 @@ pub fn bootstrap_settings(
             Err(e) => problems.push(format!("--var {arg}: {e}")),
         }
     }
-    let certs = args
+    let certs: Vec<CertPair> = args
         .certs
         .iter()
         .filter_map(|pair| match parse_cert_pair(pair) {
@@ -208,7 +258,7 @@ pub fn bootstrap_settings(
         discovery_address: args.discovery_address.clone(),
         metadata: bootstrap::metadata_from_env(env.vars()),
         config_dir: config_dir.clone(),
-        certs,
+        certs: certs.clone(),
         concurrency: args.concurrency,
         vars,
     };
@@ -229,6 +279,7 @@ pub fn bootstrap_settings(
         config_dir,
         owns_config_dir,
         admin_port: args.admin_port,
+        certs,
     })
 }
 

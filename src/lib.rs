@@ -16,9 +16,14 @@
 
 pub mod app;
 pub mod bootstrap;
+pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod http_client;
 pub mod logging;
 pub mod proxy;
+pub mod status;
 pub mod supervisor;
 pub mod sys;
+pub mod watch;

@@ -8,6 +8,14 @@ use baton::cli::{Cli, Command};
 use baton::config::{self, ConfigError, ProcessEnv};
 use baton::{app, logging};
 
+/// Run a client command (`restart`, `wait`, `status`) on a small runtime.
+fn client_command(command: impl std::future::Future<Output = i32>) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(command))
+}
+
 /// Command-line usage error (sysexits `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 
@@ -29,6 +37,11 @@ fn main() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Render(args) => app::render(args, &ProcessEnv),
+        Command::Restart(args) => client_command(baton::client::restart(args.status_addr)),
+        Command::Wait(args) => {
+            client_command(baton::client::wait(args.client.status_addr, args.timeout))
+        }
+        Command::Status(args) => client_command(baton::client::status(args.status_addr)),
         Command::Envoy(args) => match config::envoy_settings(args, &ProcessEnv) {
             Ok(settings) => app::run_envoy(settings),
             Err(e) => Err(e.into()),

@@ -39,6 +39,7 @@ pub fn render(args: &RenderArgs, env: &dyn Env) -> anyhow::Result<i32> {
             extra: Vec::new(),
         },
         ready_timeout: Default::default(),
+        certs: Vec::new(),
     };
     let result = produce(&driver, validator.is_some(), args);
     let _ = std::fs::remove_dir_all(&scratch);

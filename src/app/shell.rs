@@ -1,89 +1,87 @@
-//! The imperative shell around the state machine for the Envoy driver: it runs each
-//! [`Action`] and turns every outcome (a finished preflight, a child's exit, a fired
-//! timer) back into an [`Event`].
+//! The imperative shell around the state machine: it runs each [`Action`] through a
+//! [`Proxy`] and turns every outcome (a finished preflight, a child's exit, a fired
+//! timer) back into an [`Event`]. It also keeps what the status server shows.
 //!
-//! **Invariant:** every Envoy is spawned from the runtime's one thread (a
+//! **Invariant:** every proxy is spawned from the runtime's one thread (a
 //! current-thread runtime on the main thread). Envoy sets `PR_SET_PDEATHSIG`, which
 //! fires when the *thread* that forked it exits, so spawning from a pool thread that
 //! may retire would kill it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
-use crate::proxy::envoy::{Chains, EnvoyDriver};
-use crate::supervisor::{Action, Event, Launch, Millis, Report, StopSignal};
+use crate::proxy::Proxy;
+use crate::status::{EpochPhase, EpochStatus, Readiness, Snapshot};
+use crate::supervisor::{
+    Action, EpochState, Event, Launch, Millis, ProcessExit, Report, State, StopSignal, Trigger,
+};
 use crate::sys::spawn::clean_slate;
 use crate::sys::{signal_name, Reaper};
 
+/// How long a restart waits for companion triggers before reading its inputs.
+const GATHER: Duration = Duration::from_millis(25);
+
+/// Exited epochs kept for `GET /epochs`.
+const HISTORY: usize = 8;
+
 /// What the shell remembers of an epoch it started.
 struct Record {
-    pid: Option<u32>,
+    trigger: Option<Trigger>,
     launch: Option<Launch>,
     requested: Instant,
     spawned: Option<Instant>,
+    started_at: Option<SystemTime>,
+    ready_at: Option<SystemTime>,
+    config_digest: Option<String>,
     ready_watch: Option<AbortHandle>,
 }
 
-/// Runs actions for the Envoy driver.
-pub struct Shell {
-    driver: Arc<EnvoyDriver>,
-    reaper: Reaper,
-    chains: Arc<Mutex<Chains>>,
-    events: UnboundedSender<Event>,
-    clock: Instant,
-    records: HashMap<u32, Record>,
-    hot_restart_version: Option<String>,
+/// Counters for the status server.
+#[derive(Default)]
+struct Counters {
+    restarts: u64,
+    failures: BTreeMap<String, u64>,
+    crashes: u64,
+    rotations: u64,
+    last_restart_ms: Option<u64>,
 }
 
-impl Shell {
+/// Runs actions for one proxy.
+pub struct Shell<P: Proxy> {
+    proxy: Arc<P>,
+    reaper: Reaper,
+    events: UnboundedSender<Event>,
+    clock: Instant,
+    started_at: SystemTime,
+    records: HashMap<u32, Record>,
+    history: VecDeque<EpochStatus>,
+    counters: Counters,
+}
+
+impl<P: Proxy> Shell<P> {
     /// A shell that reports outcomes on `events`.
-    pub fn new(
-        driver: EnvoyDriver,
-        base_id: Option<u64>,
-        reaper: Reaper,
-        events: UnboundedSender<Event>,
-    ) -> Self {
-        let chains = Chains::new(&driver.config_dir, base_id);
+    pub fn new(proxy: P, reaper: Reaper, events: UnboundedSender<Event>) -> Self {
         Shell {
-            driver: Arc::new(driver),
+            proxy: Arc::new(proxy),
             reaper,
-            chains: Arc::new(Mutex::new(chains)),
             events,
             clock: Instant::now(),
+            started_at: SystemTime::now(),
             records: HashMap::new(),
-            hot_restart_version: None,
+            history: VecDeque::new(),
+            counters: Counters::default(),
         }
     }
 
-    /// Ask the Envoy binary for its hot restart version once, before any epoch: it
-    /// decides whether a stuck chain can be repaired in place.
-    pub async fn learn_hot_restart_version(&mut self) {
-        match self.driver.hot_restart_version(&self.reaper).await {
-            Ok(v) => {
-                tracing::debug!(version = %v, "envoy hot restart version");
-                self.hot_restart_version = Some(v);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read envoy's hot restart version"),
-        }
-    }
-
-    fn repair_chain(&mut self, chain: u32) {
-        let known = crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
-        let result = match self.hot_restart_version.as_deref() {
-            Some(v) if v == known => lock(&self.chains).repair(chain),
-            Some(v) => Err(format!("hot restart version {v} is not the known {known}")),
-            None => Err("hot restart version unknown".into()),
-        };
-        self.send(match result {
-            Ok(()) => Event::ChainRepaired { chain },
-            Err(why) => Event::ChainRepairFailed { chain, why },
-        });
+    /// The driver's one-time start-up work.
+    pub async fn start(&self) {
+        self.proxy.start(&self.reaper).await;
     }
 
     fn now(&self) -> Millis {
@@ -108,11 +106,8 @@ impl Shell {
         match action {
             Action::Preflight { epoch } => self.preflight(epoch),
             Action::Spawn(launch) => self.spawn(launch),
-            Action::WatchReady { epoch, pid: _ } => self.watch_ready(epoch),
-            Action::Drain { epoch, pid } => {
-                // Envoy drains its parent itself; the state machine never asks for this.
-                tracing::debug!(epoch, pid, "drain request ignored by the envoy driver");
-            }
+            Action::WatchReady { epoch, pid } => self.watch_ready(epoch, pid),
+            Action::Drain { epoch, pid } => self.proxy.drain(epoch, pid),
             Action::Stop { epoch, pid, signal } => {
                 let sig = match signal {
                     StopSignal::Term => Signal::SIGTERM,
@@ -124,13 +119,9 @@ impl Shell {
                 }
             }
             Action::DrainForShutdown { epoch, pid } => {
-                let admin = self.driver.admin();
-                tracing::info!(epoch, pid, "draining listeners before shutdown");
-                tokio::spawn(async move {
-                    if let Err(e) = admin.drain_listeners_gracefully().await {
-                        tracing::warn!(epoch, error = %e, "could not drain listeners");
-                    }
-                });
+                tracing::info!(epoch, pid, "draining the serving epoch's listeners");
+                let proxy = self.proxy.clone();
+                tokio::spawn(async move { proxy.drain_for_shutdown(epoch, pid).await });
             }
             Action::Forward { pid, signal } => {
                 tracing::info!(pid, signal = %signal_name(signal), "forwarding signal");
@@ -159,12 +150,17 @@ impl Shell {
                         watch.abort();
                     }
                 }
-                self.driver.remove_bootstrap(epoch);
+                self.proxy.cleanup(epoch);
             }
-            Action::RepairChain { chain } => self.repair_chain(chain),
+            Action::RepairChain { chain } => {
+                self.send(match self.proxy.repair_chain(chain) {
+                    Ok(()) => Event::ChainRepaired { chain },
+                    Err(why) => Event::ChainRepairFailed { chain, why },
+                });
+            }
             Action::ReleaseChain { chain } => {
                 tracing::debug!(chain, "releasing hot-restart chain");
-                lock(&self.chains).release(chain);
+                self.proxy.release_chain(chain);
             }
             Action::Report(report) => self.report(report),
             Action::Exit { code } => return Some(code),
@@ -172,23 +168,41 @@ impl Shell {
         None
     }
 
+    fn record(&mut self, epoch: u32) -> &mut Record {
+        self.records.entry(epoch).or_insert_with(|| Record {
+            trigger: None,
+            launch: None,
+            requested: Instant::now(),
+            spawned: None,
+            started_at: None,
+            ready_at: None,
+            config_digest: None,
+            ready_watch: None,
+        })
+    }
+
     fn preflight(&mut self, epoch: u32) {
-        self.records.insert(
-            epoch,
-            Record {
-                pid: None,
-                launch: None,
-                requested: Instant::now(),
-                spawned: None,
-                ready_watch: None,
-            },
-        );
-        let driver = self.driver.clone();
+        self.record(epoch);
+        let proxy = self.proxy.clone();
         let reaper = self.reaper.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let event = match driver.preflight(&reaper, epoch).await {
-                Ok(_) => Event::PreflightPassed { epoch },
+            if epoch > 0 {
+                // Triggers that arrive this close together (a SIGHUP and a POST
+                // /restart from one deploy step) are one restart.
+                tokio::time::sleep(GATHER).await;
+            }
+            let _ = events.send(Event::PreflightBegun { epoch });
+            let event = match proxy.preflight(&reaper, epoch).await {
+                Ok(prepared) => {
+                    for note in &prepared.notes {
+                        tracing::info!(epoch, "{note}");
+                    }
+                    Event::PreflightPassed {
+                        epoch,
+                        config_digest: prepared.config_digest,
+                    }
+                }
                 Err(e) => Event::PreflightFailed {
                     epoch,
                     reason: e.reason,
@@ -201,17 +215,17 @@ impl Shell {
 
     fn spawn(&mut self, launch: Launch) {
         let epoch = launch.epoch;
-        let base_id = match lock(&self.chains).args_for(launch.chain, launch.restart_epoch) {
-            Ok(args) => args,
+        let mut cmd = match self.proxy.command(&launch) {
+            Ok(cmd) => cmd,
             Err(message) => return self.send(Event::SpawnFailed { epoch, message }),
         };
-        let mut cmd = self.driver.command(&launch, &base_id);
         cmd.stdin(std::process::Stdio::null());
         clean_slate(&mut cmd);
         let spawned = match self.reaper.spawn(&mut cmd) {
             Ok(s) => s,
             Err(e) => {
-                let message = format!("cannot start {}: {e}", self.driver.binary.display());
+                let program = cmd.get_program().to_string_lossy().into_owned();
+                let message = format!("cannot start {program}: {e}");
                 return self.send(Event::SpawnFailed { epoch, message });
             }
         };
@@ -221,19 +235,12 @@ impl Shell {
             pid,
             restart_epoch = launch.restart_epoch,
             chain = launch.chain,
-            config = %self.driver.config_path(epoch).display(),
             "epoch started"
         );
-        let record = self.records.entry(epoch).or_insert_with(|| Record {
-            pid: None,
-            launch: None,
-            requested: Instant::now(),
-            spawned: None,
-            ready_watch: None,
-        });
-        record.pid = Some(pid);
+        let record = self.record(epoch);
         record.launch = Some(launch);
         record.spawned = Some(Instant::now());
+        record.started_at = Some(SystemTime::now());
         let events = self.events.clone();
         let clock = self.clock;
         tokio::spawn(async move {
@@ -249,18 +256,15 @@ impl Shell {
         });
     }
 
-    fn watch_ready(&mut self, epoch: u32) {
-        let Some(record) = self.records.get_mut(&epoch) else {
+    fn watch_ready(&mut self, epoch: u32, pid: u32) {
+        let Some(launch) = self.records.get(&epoch).and_then(|r| r.launch.clone()) else {
             return;
         };
-        let Some(launch) = record.launch.clone() else {
-            return;
-        };
-        let driver = self.driver.clone();
+        let proxy = self.proxy.clone();
         let events = self.events.clone();
         let clock = self.clock;
         let task = tokio::spawn(async move {
-            let event = match driver.wait_ready(epoch, launch.restart_epoch).await {
+            let event = match proxy.wait_ready(&launch, pid).await {
                 Ok(()) => Event::Ready {
                     epoch,
                     at: clock.elapsed().as_millis() as Millis,
@@ -269,11 +273,14 @@ impl Shell {
             };
             let _ = events.send(event);
         });
-        record.ready_watch = Some(task.abort_handle());
+        self.record(epoch).ready_watch = Some(task.abort_handle());
     }
 
     fn report(&mut self, report: Report) {
         match report {
+            Report::Joined { trigger, epoch } => {
+                tracing::info!(%trigger, epoch, "joined the restart that is about to start")
+            }
             Report::Coalesced { trigger } => {
                 tracing::info!(%trigger, "restart already in progress; folded into one follow-up")
             }
@@ -285,24 +292,36 @@ impl Shell {
                 draining,
                 "restart waits until the previous epoch has drained (a restart now would cut its drain short)"
             ),
-            Report::RestartStarted { epoch, trigger } => match trigger {
-                Some(trigger) => tracing::info!(epoch, %trigger, "hot restart requested"),
-                None => tracing::info!(epoch, "starting epoch"),
-            },
+            Report::RestartStarted { epoch, trigger } => {
+                self.counters.restarts += u64::from(epoch > 0);
+                self.record(epoch).trigger = trigger;
+                match trigger {
+                    Some(trigger) => tracing::info!(epoch, %trigger, "hot restart requested"),
+                    None => tracing::info!(epoch, "starting epoch"),
+                }
+            }
             Report::Serving {
                 epoch,
                 pid,
                 replaced,
             } => {
-                let record = self.records.get(&epoch);
-                let since_request = record.map(|r| millis(r.requested)).unwrap_or(0);
-                let since_spawn = record.and_then(|r| r.spawned).map(millis).unwrap_or(0);
+                let record = self.record(epoch);
+                record.ready_at = Some(SystemTime::now());
+                let restart_ms = record.requested.elapsed().as_millis() as u64;
+                let startup_ms = record.spawned.map(millis).unwrap_or(0);
+                let trigger = record.trigger;
+                if epoch > 0 {
+                    self.counters.last_restart_ms = Some(restart_ms);
+                }
+                if trigger == Some(Trigger::FileChange) {
+                    self.counters.rotations += 1;
+                }
                 tracing::info!(
                     epoch,
                     pid,
                     ?replaced,
-                    restart_ms = since_request,
-                    startup_ms = since_spawn,
+                    restart_ms,
+                    startup_ms,
                     "epoch ready and serving"
                 );
             }
@@ -310,44 +329,46 @@ impl Shell {
                 epoch,
                 reason,
                 message,
-            } => tracing::error!(
-                epoch,
-                %reason,
-                "new epoch refused; the serving epoch (if any) keeps serving: {message}"
-            ),
+            } => {
+                *self.counters.failures.entry(reason.label().to_string()).or_default() += 1;
+                tracing::error!(
+                    epoch,
+                    %reason,
+                    "new epoch refused; the serving epoch (if any) keeps serving: {message}"
+                )
+            }
             Report::Crashed {
                 epoch,
                 status,
                 crashes,
                 retry_in,
-            } => match retry_in {
-                Some(ms) => tracing::error!(
-                    epoch,
-                    %status,
-                    crashes,
-                    retry_in_ms = ms,
-                    "serving epoch crashed; restarting it"
-                ),
-                None => tracing::error!(
-                    epoch,
-                    %status,
-                    crashes,
-                    "serving epoch crashed too often; giving up"
-                ),
-            },
+            } => {
+                self.counters.crashes += 1;
+                match retry_in {
+                    Some(ms) => tracing::error!(
+                        epoch,
+                        %status,
+                        crashes,
+                        retry_in_ms = ms,
+                        "serving epoch crashed; restarting it"
+                    ),
+                    None => tracing::error!(
+                        epoch,
+                        %status,
+                        crashes,
+                        "serving epoch crashed too often; giving up"
+                    ),
+                }
+            }
             Report::Exited {
                 epoch,
                 pid,
                 status,
                 role,
             } => {
-                let ran_ms = self
-                    .records
-                    .get(&epoch)
-                    .and_then(|r| r.spawned)
-                    .map(millis)
-                    .unwrap_or(0);
+                let ran_ms = self.records.get(&epoch).and_then(|r| r.spawned).map(millis).unwrap_or(0);
                 tracing::info!(epoch, pid, %status, role, ran_ms, "epoch exited");
+                self.remember_exit(epoch, pid, status);
             }
             Report::ChainRepaired { chain } => tracing::warn!(
                 chain,
@@ -362,13 +383,90 @@ impl Shell {
             ),
         }
     }
+
+    /// Keep the digest with the record too, for the history once the epoch is gone.
+    pub fn note_event(&mut self, event: &Event) {
+        if let Event::PreflightPassed {
+            epoch,
+            config_digest,
+        } = event
+        {
+            self.record(*epoch).config_digest = config_digest.clone();
+        }
+    }
+
+    fn remember_exit(&mut self, epoch: u32, pid: u32, status: ProcessExit) {
+        let record = self.records.get(&epoch);
+        let launch = record.and_then(|r| r.launch.clone());
+        self.history.push_back(EpochStatus {
+            number: epoch,
+            pid: Some(pid),
+            state: EpochPhase::Exited,
+            started_at: record.and_then(|r| r.started_at),
+            ready_at: record.and_then(|r| r.ready_at),
+            exited_at: Some(SystemTime::now()),
+            config_digest: record.and_then(|r| r.config_digest.clone()),
+            exit_status: Some(status.to_string()),
+            restart_epoch: launch.as_ref().map_or(0, |l| l.restart_epoch),
+            chain: launch.as_ref().map_or(0, |l| l.chain),
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// What the status server shows, from the state machine and the shell's records.
+    pub fn snapshot(&self, state: &State) -> Snapshot {
+        let mut epochs: Vec<EpochStatus> = self.history.iter().cloned().collect();
+        for view in state.epochs() {
+            let record = self.records.get(&view.number);
+            epochs.push(EpochStatus {
+                number: view.number,
+                pid: view.pid,
+                state: phase(view.state),
+                started_at: record.and_then(|r| r.started_at),
+                ready_at: record.and_then(|r| r.ready_at),
+                exited_at: None,
+                config_digest: view.config_digest.clone(),
+                exit_status: None,
+                restart_epoch: view.restart_epoch,
+                chain: view.chain,
+            });
+        }
+        Snapshot {
+            readiness: match state.readiness() {
+                Ok(()) => Readiness::Ready,
+                Err(reason) => Readiness::not_ready(reason),
+            },
+            epochs,
+            last_error: state.last_error().map(str::to_string),
+            restarts_total: self.counters.restarts,
+            restart_failures: self.counters.failures.clone(),
+            crashes_total: self.counters.crashes,
+            rotations_total: self.counters.rotations,
+            last_restart_duration_ms: self.counters.last_restart_ms,
+            started_at: self.started_at,
+            driver: match self.proxy.kind() {
+                crate::supervisor::DriverKind::Envoy => "envoy".into(),
+                crate::supervisor::DriverKind::Generic => "generic".into(),
+            },
+            envoy_admin: self.proxy.admin_addr(),
+        }
+    }
+}
+
+fn phase(state: EpochState) -> EpochPhase {
+    match state {
+        EpochState::Preparing => EpochPhase::Preparing,
+        EpochState::Starting => EpochPhase::Starting,
+        EpochState::Serving => EpochPhase::Serving,
+        EpochState::Draining => EpochPhase::Draining,
+        EpochState::Failing => EpochPhase::Failing,
+        EpochState::Stopping => EpochPhase::Stopping,
+    }
 }
 
 /// Milliseconds since `t`, as a plain number for structured logs.
 fn millis(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
-}
-
-fn lock(chains: &Mutex<Chains>) -> std::sync::MutexGuard<'_, Chains> {
-    chains.lock().unwrap_or_else(|e| e.into_inner())
 }

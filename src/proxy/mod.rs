@@ -1,5 +1,117 @@
 //! Drivers: how baton prepares, starts, checks and stops one kind of proxy.
 //!
-//! The state machine decides *when*; a driver knows *how* for its proxy.
+//! The state machine decides *when*; a [`Proxy`] knows *how* for its kind. The shell
+//! (`app::shell`) is written once against this trait.
 
 pub mod envoy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::bootstrap::CertPair;
+use crate::supervisor::{DriverKind, FailureReason, Launch};
+use crate::sys::Reaper;
+
+/// A preflight that did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreflightError {
+    /// Which check failed.
+    pub reason: FailureReason,
+    /// What the operator needs to know.
+    pub message: String,
+}
+
+impl PreflightError {
+    /// A failure of `reason`.
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        PreflightError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a passed preflight produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prepared {
+    /// sha256 of the configuration the epoch will run with, hex.
+    pub config_digest: Option<String>,
+    /// Lines worth logging (e.g. the serial of a new certificate).
+    pub notes: Vec<String>,
+}
+
+/// Check every `--cert` pair (parses, key matches, valid now, chain in order); the
+/// notes name each certificate's serial for the log.
+pub fn check_certs(pairs: &[CertPair]) -> Result<Vec<String>, PreflightError> {
+    let now = std::time::SystemTime::now();
+    pairs
+        .iter()
+        .map(|pair| {
+            crate::certs::check_pair(&pair.cert, &pair.key, now)
+                .map(|summary| {
+                    format!(
+                        "certificate {} serial {} ({}) passed its checks",
+                        pair.cert.display(),
+                        summary.serial,
+                        summary.subject
+                    )
+                })
+                .map_err(|e| PreflightError::new(FailureReason::Cert, e.to_string()))
+        })
+        .collect()
+}
+
+/// sha256 of a file, hex; `None` if it cannot be read.
+pub fn file_digest(path: &Path) -> Option<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).ok()?;
+    Some(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// One kind of proxy, as the shell drives it.
+pub trait Proxy: Send + Sync + 'static {
+    /// Which handover protocol the state machine must follow.
+    fn kind(&self) -> DriverKind;
+
+    /// Run once before the first epoch (e.g. ask Envoy for its hot restart version).
+    fn start(&self, reaper: &Reaper) -> impl Future<Output = ()> + Send;
+
+    /// Check and produce everything epoch `epoch` needs, without touching any running
+    /// epoch.
+    fn preflight(
+        &self,
+        reaper: &Reaper,
+        epoch: u32,
+    ) -> impl Future<Output = Result<Prepared, PreflightError>> + Send;
+
+    /// The command line of one epoch; `Err` if it cannot be built (the epoch fails to
+    /// spawn).
+    fn command(&self, launch: &Launch) -> Result<Command, String>;
+
+    /// Resolve when the epoch is ready, or with why not once `--ready-timeout` passed.
+    fn wait_ready(
+        &self,
+        launch: &Launch,
+        pid: u32,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// A newer epoch serves: tell this one to drain (generic driver).
+    fn drain(&self, epoch: u32, pid: u32);
+
+    /// Shutdown or `POST /drain`: make the serving epoch stop taking new traffic.
+    fn drain_for_shutdown(&self, epoch: u32, pid: u32) -> impl Future<Output = ()> + Send;
+
+    /// The epoch is gone: remove its files.
+    fn cleanup(&self, epoch: u32);
+
+    /// Envoy: clear a stuck "initialising" flag of `chain`.
+    fn repair_chain(&self, chain: u32) -> Result<(), String>;
+
+    /// Envoy: no epoch of `chain` runs any more.
+    fn release_chain(&self, chain: u32);
+
+    /// Envoy's admin address, whose stats the status server merges.
+    fn admin_addr(&self) -> Option<SocketAddr>;
+}

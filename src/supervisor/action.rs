@@ -25,6 +25,9 @@ pub struct Launch {
 /// Something worth telling the operator; the shell logs it (and counts it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
+    /// A trigger arrived before the restart in flight read its inputs: that restart
+    /// covers it.
+    Joined { trigger: Trigger, epoch: u32 },
     /// A trigger was folded into the restart already in flight.
     Coalesced { trigger: Trigger },
     /// A restart waits until `draining` has had its drain period.

@@ -119,8 +119,15 @@ pub enum Event {
     Start,
     /// Something asked for a hot restart.
     RestartRequested(Trigger),
+    /// The preflight of `epoch` is about to read its inputs (template, certificates);
+    /// triggers from now on need a follow-up restart.
+    PreflightBegun { epoch: u32 },
     /// The preflight of `epoch` (render, validate, checks) passed.
-    PreflightPassed { epoch: u32 },
+    PreflightPassed {
+        epoch: u32,
+        /// sha256 of the configuration it will run with.
+        config_digest: Option<String>,
+    },
     /// The preflight of `epoch` failed; nothing was started.
     PreflightFailed {
         epoch: u32,

@@ -92,6 +92,8 @@ pub struct EpochView {
     pub pid: Option<u32>,
     /// Life stage.
     pub state: EpochState,
+    /// sha256 of its configuration, once its preflight passed.
+    pub config_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +118,8 @@ struct Epoch {
     state: EpochState,
     ready_at: Option<Millis>,
     drain_settled: bool,
+    config_digest: Option<String>,
+    inputs_read: bool,
 }
 
 /// The supervisor's whole memory. Created with [`State::new`], changed only by [`step`].
@@ -174,6 +178,7 @@ impl State {
                 restart_epoch: e.restart_epoch,
                 pid: e.pid,
                 state: e.state,
+                config_digest: e.config_digest.clone(),
             })
             .collect()
     }
@@ -200,6 +205,9 @@ impl State {
     pub fn readiness(&self) -> Result<(), String> {
         if self.phase != Phase::Running {
             return Err("shutting down".into());
+        }
+        if !self.started {
+            return Err("starting: no epoch yet".into());
         }
         if self.drained {
             return Err("draining (POST /drain)".into());
@@ -271,7 +279,15 @@ pub fn step(state: &mut State, event: Event) -> Vec<Action> {
             }
         }
         Event::RestartRequested(trigger) => on_restart_requested(state, trigger, &mut out),
-        Event::PreflightPassed { epoch } => on_preflight_passed(state, epoch, &mut out),
+        Event::PreflightBegun { epoch } => {
+            if let Some(i) = state.find(epoch) {
+                state.epochs[i].inputs_read = true;
+            }
+        }
+        Event::PreflightPassed {
+            epoch,
+            config_digest,
+        } => on_preflight_passed(state, epoch, config_digest, &mut out),
         Event::PreflightFailed {
             epoch,
             reason,
@@ -392,6 +408,19 @@ fn on_restart_requested(state: &mut State, trigger: Trigger, out: &mut Vec<Actio
         }));
         return;
     }
+    // A preflight that has not read its inputs yet will see whatever this trigger
+    // is about: the trigger joins it, no follow-up needed.
+    if let Some(e) = state
+        .epochs
+        .iter()
+        .find(|e| e.state == EpochState::Preparing && !e.inputs_read)
+    {
+        out.push(Action::Report(Report::Joined {
+            trigger,
+            epoch: e.number,
+        }));
+        return;
+    }
     if state.in_flight() || state.backoff_armed {
         // One restart at a time; everything that arrives meanwhile is one follow-up.
         state.pending = Some(trigger);
@@ -430,12 +459,19 @@ fn begin_restart(state: &mut State, trigger: Option<Trigger>, out: &mut Vec<Acti
         state: EpochState::Preparing,
         ready_at: None,
         drain_settled: false,
+        config_digest: None,
+        inputs_read: false,
     });
     out.push(Action::Report(Report::RestartStarted { epoch, trigger }));
     out.push(Action::Preflight { epoch });
 }
 
-fn on_preflight_passed(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
+fn on_preflight_passed(
+    state: &mut State,
+    epoch: u32,
+    config_digest: Option<String>,
+    out: &mut Vec<Action>,
+) {
     let Some(i) = state.find(epoch) else { return };
     if state.epochs[i].state != EpochState::Preparing {
         return;
@@ -449,6 +485,7 @@ fn on_preflight_passed(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
     e.chain = chain;
     e.restart_epoch = restart_epoch;
     e.state = EpochState::Starting;
+    e.config_digest = config_digest;
     state.next_epoch = epoch + 1;
     out.push(Action::Spawn(Launch {
         epoch,

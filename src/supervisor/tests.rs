@@ -42,10 +42,17 @@ fn started(epoch: u32, trigger: Option<Trigger>) -> Action {
     A::Report(Report::RestartStarted { epoch, trigger })
 }
 
+fn passed(epoch: u32) -> Event {
+    E::PreflightPassed {
+        epoch,
+        config_digest: None,
+    }
+}
+
 /// Events that bring epoch `n` from preflight to serving with process id `pid`.
 fn bring_up(n: u32, pid: u32, at: Millis) -> Vec<Event> {
     vec![
-        E::PreflightPassed { epoch: n },
+        passed(n),
         E::Spawned { epoch: n, pid, at },
         E::Ready { epoch: n, at },
     ]
@@ -88,10 +95,7 @@ fn startup_prepares_spawns_watches_and_serves_epoch_zero() {
         step(&mut s, E::Start),
         vec![started(0, None), A::Preflight { epoch: 0 }]
     );
-    assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 0 }),
-        vec![launch(0, 0, 0)]
-    );
+    assert_eq!(step(&mut s, passed(0)), vec![launch(0, 0, 0)]);
     assert_eq!(
         step(
             &mut s,
@@ -121,10 +125,7 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
         step(&mut s, E::RestartRequested(Trigger::Signal)),
         vec![started(1, Some(Trigger::Signal)), A::Preflight { epoch: 1 }]
     );
-    assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 1 }),
-        vec![launch(1, 0, 1)]
-    );
+    assert_eq!(step(&mut s, passed(1)), vec![launch(1, 0, 1)]);
     run(
         &mut s,
         vec![E::Spawned {
@@ -189,16 +190,40 @@ fn restart_epoch_is_one_above_the_highest_running_even_after_parents_exit() {
     });
     events.push(E::RestartRequested(Trigger::Signal));
     run(&mut s, events);
+    assert_eq!(step(&mut s, passed(2)), vec![launch(2, 0, 2)]);
+}
+
+#[test]
+fn triggers_before_the_preflight_reads_its_inputs_join_that_restart() {
+    let mut s = serving_envoy();
+    run(&mut s, vec![E::RestartRequested(Trigger::Signal)]);
     assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 2 }),
-        vec![launch(2, 0, 2)]
+        step(&mut s, E::RestartRequested(Trigger::Api)),
+        vec![A::Report(Report::Joined {
+            trigger: Trigger::Api,
+            epoch: 1
+        })]
+    );
+    run(&mut s, vec![E::PreflightBegun { epoch: 1 }]);
+    let mut events = bring_up(1, 101, 20);
+    events.push(E::DrainSettled { epoch: 0 });
+    let after = run(&mut s, events);
+    assert!(
+        !after.iter().any(|a| matches!(a, A::Preflight { .. })),
+        "no follow-up expected: {after:?}"
     );
 }
 
 #[test]
 fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
     let mut s = serving_envoy();
-    run(&mut s, vec![E::RestartRequested(Trigger::Signal)]);
+    run(
+        &mut s,
+        vec![
+            E::RestartRequested(Trigger::Signal),
+            E::PreflightBegun { epoch: 1 },
+        ],
+    );
     for trigger in [Trigger::Signal, Trigger::Api, Trigger::FileChange] {
         assert_eq!(
             step(&mut s, E::RestartRequested(trigger)),
@@ -279,7 +304,7 @@ fn restart_while_the_previous_epoch_initialises_is_deferred_until_it_is_ready() 
         &mut s,
         vec![
             E::Start,
-            E::PreflightPassed { epoch: 0 },
+            passed(0),
             E::Spawned {
                 epoch: 0,
                 pid: 100,
@@ -333,7 +358,7 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain
         &mut s,
         vec![
             E::RestartRequested(Trigger::Signal),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -378,10 +403,7 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain
     let repaired = step(&mut s, E::ChainRepaired { chain: 0 });
     assert_eq!(repaired.last(), Some(&A::Preflight { epoch: 2 }));
     // The chain goes on: restart epoch 1 again (exactly highest running + 1).
-    assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 2 }),
-        vec![launch(2, 0, 1)]
-    );
+    assert_eq!(step(&mut s, passed(2)), vec![launch(2, 0, 1)]);
 }
 
 #[test]
@@ -391,7 +413,7 @@ fn chain_that_cannot_be_repaired_is_replaced_by_a_new_chain_and_the_old_retired(
         &mut s,
         vec![
             E::RestartRequested(Trigger::Signal),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -417,10 +439,7 @@ fn chain_that_cannot_be_repaired_is_replaced_by_a_new_chain_and_the_old_retired(
     })));
     run(&mut s, vec![E::RestartRequested(Trigger::Signal)]);
     // Epoch 0 of a new chain, overlapping the old one on SO_REUSEPORT listeners.
-    assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 2 }),
-        vec![launch(2, 1, 0)]
-    );
+    assert_eq!(step(&mut s, passed(2)), vec![launch(2, 1, 0)]);
     run(
         &mut s,
         vec![E::Spawned {
@@ -469,7 +488,7 @@ fn a_restart_waits_while_a_failed_epoch_is_still_being_killed() {
         &mut s,
         vec![
             E::RestartRequested(Trigger::Api),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -510,7 +529,7 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
         &mut s,
         vec![
             E::RestartRequested(Trigger::Api),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -580,10 +599,7 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
         retry_in: Some(0)
     })));
     assert_eq!(first.last(), Some(&A::Preflight { epoch: 1 }));
-    assert_eq!(
-        step(&mut s, E::PreflightPassed { epoch: 1 }),
-        vec![launch(1, 1, 0)]
-    );
+    assert_eq!(step(&mut s, passed(1)), vec![launch(1, 1, 0)]);
     run(
         &mut s,
         vec![
@@ -618,7 +634,7 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
     run(
         &mut s,
         vec![
-            E::PreflightPassed { epoch: 2 },
+            passed(2),
             E::Spawned {
                 epoch: 2,
                 pid: 102,
@@ -733,7 +749,7 @@ fn shutdown_during_a_restart_kills_the_new_epoch_and_exits_with_the_serving_code
         &mut s,
         vec![
             E::RestartRequested(Trigger::Signal),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -786,7 +802,7 @@ fn shutdown_while_a_preflight_runs_discards_it() {
         &mut s,
         vec![E::RestartRequested(Trigger::Signal), E::ShutdownRequested],
     );
-    assert_eq!(step(&mut s, E::PreflightPassed { epoch: 1 }), vec![]);
+    assert_eq!(step(&mut s, passed(1)), vec![]);
     assert_eq!(states(&s), vec![(0, EpochState::Serving)]);
 }
 
@@ -797,7 +813,7 @@ fn shutdown_between_spawn_and_its_report_still_kills_the_process() {
         &mut s,
         vec![
             E::RestartRequested(Trigger::Signal),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::ShutdownRequested,
         ],
     );
@@ -835,7 +851,7 @@ fn signals_are_forwarded_to_the_serving_epoch_only() {
         &mut s,
         vec![
             E::RestartRequested(Trigger::Signal),
-            E::PreflightPassed { epoch: 1 },
+            passed(1),
             E::Spawned {
                 epoch: 1,
                 pid: 101,
@@ -883,7 +899,7 @@ fn generic_driver_drains_the_old_epoch_itself_and_kills_it_at_the_deadline() {
 #[test]
 fn readiness_says_why_not_until_an_epoch_serves() {
     let mut s = State::new(policy(DriverKind::Envoy));
-    run(&mut s, vec![E::Start, E::PreflightPassed { epoch: 0 }]);
+    run(&mut s, vec![E::Start, passed(0)]);
     assert_eq!(s.readiness(), Err("starting: epoch 0 not ready yet".into()));
     run(
         &mut s,
@@ -898,13 +914,7 @@ fn readiness_says_why_not_until_an_epoch_serves() {
     );
     assert_eq!(s.readiness(), Ok(()));
     // A restart in progress does not make baton unready.
-    run(
-        &mut s,
-        vec![
-            E::RestartRequested(Trigger::Api),
-            E::PreflightPassed { epoch: 1 },
-        ],
-    );
+    run(&mut s, vec![E::RestartRequested(Trigger::Api), passed(1)]);
     assert_eq!(s.readiness(), Ok(()));
     run(&mut s, vec![E::ShutdownRequested]);
     assert_eq!(s.readiness(), Err("shutting down".into()));

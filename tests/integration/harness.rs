@@ -151,13 +151,27 @@ impl Drop for Upstream {
 
 /// One `GET /` on a new connection: the status code, or the error.
 pub fn get(port: u16) -> Result<u16, String> {
+    http(port, "GET", "/").map(|(code, _)| code)
+}
+
+/// One request on a new connection: status code and body.
+pub fn http(port: u16, method: &str, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    parse_status(&buf)
+    let code = parse_status(&buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 pub fn parse_status(buf: &[u8]) -> Result<u16, String> {
@@ -178,6 +192,8 @@ pub fn parse_status(buf: &[u8]) -> Result<u16, String> {
 /// A running `baton`, killed with its whole process tree on drop.
 pub struct Baton {
     pub child: Child,
+    /// Its `--status-addr` port on 127.0.0.1 (0 if unknown).
+    pub status_port: u16,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
     exited: Option<std::process::ExitStatus>,
@@ -199,6 +215,7 @@ impl Baton {
             .expect("spawn baton");
         Baton {
             child,
+            status_port: 0,
             dir,
             log,
             exited: None,
@@ -378,6 +395,7 @@ pub struct EnvoySetup {
     pub upstream: Upstream,
     pub listen_port: u16,
     pub admin_port: u16,
+    pub status_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -387,6 +405,7 @@ impl EnvoySetup {
             upstream: Upstream::start(),
             listen_port: free_port(),
             admin_port: free_port(),
+            status_port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
@@ -421,6 +440,8 @@ impl EnvoySetup {
             "1s".into(),
             "--concurrency".into(),
             "1".into(),
+            "--status-addr".into(),
+            format!("127.0.0.1:{}", self.status_port),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
@@ -429,7 +450,9 @@ impl EnvoySetup {
     pub fn start(self, template: &str, extra: &[&str]) -> (Baton, Upstream, u16) {
         let args = self.args(template, extra);
         let port = self.listen_port;
-        (Baton::start(self.dir, &args), self.upstream, port)
+        let mut baton = Baton::start(self.dir, &args);
+        baton.status_port = self.status_port;
+        (baton, self.upstream, port)
     }
 }
 

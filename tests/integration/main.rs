@@ -4,3 +4,5 @@ mod envoy;
 mod harness;
 mod load;
 mod render;
+mod rotation;
+mod status;

@@ -13,6 +13,7 @@
 mod admin;
 mod args;
 mod chains;
+mod proxy;
 mod validate;
 
 use std::net::SocketAddr;
@@ -23,8 +24,10 @@ use std::time::{Duration, Instant};
 pub use admin::{Admin, AdminError};
 pub use args::EnvoyOptions;
 pub use chains::Chains;
+pub use proxy::EnvoyProxy;
 
 use crate::bootstrap::{self, TemplateSource, Values};
+use crate::proxy::PreflightError;
 use crate::supervisor::{FailureReason, Launch};
 use crate::sys::Reaper;
 
@@ -62,24 +65,8 @@ pub struct EnvoyDriver {
     pub options: EnvoyOptions,
     /// How long an epoch may take to become ready.
     pub ready_timeout: Duration,
-}
-
-/// A preflight that did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreflightError {
-    /// Which check failed.
-    pub reason: FailureReason,
-    /// What the operator needs to know.
-    pub message: String,
-}
-
-impl PreflightError {
-    fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        PreflightError {
-            reason,
-            message: message.into(),
-        }
-    }
+    /// `--cert` pairs, checked before every restart.
+    pub certs: Vec<bootstrap::CertPair>,
 }
 
 impl EnvoyDriver {

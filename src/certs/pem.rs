@@ -1,0 +1,79 @@
+//! Reading the PEM files of a pair: certificates in order, exactly one private key.
+
+use std::fs;
+use std::path::Path;
+
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+
+use super::CertError;
+
+/// The DER of every `CERTIFICATE` section, in file order; at least one.
+pub(super) fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
+    let certs: Vec<Vec<u8>> = sections(path)?
+        .into_iter()
+        .filter(|(kind, _)| *kind == SectionKind::Certificate)
+        .map(|(_, der)| der)
+        .collect();
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The one private key of the file.
+pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let bytes = read(path)?;
+    let mut keys: Vec<PrivateKeyDer<'static>> = parse(path, &bytes)?
+        .into_iter()
+        .filter_map(|(kind, der)| match kind {
+            SectionKind::PrivateKey => Some(PrivatePkcs8KeyDer::from(der).into()),
+            SectionKind::RsaPrivateKey => Some(PrivatePkcs1KeyDer::from(der).into()),
+            SectionKind::EcPrivateKey => Some(PrivateSec1KeyDer::from(der).into()),
+            _ => None,
+        })
+        .collect();
+    match keys.len() {
+        1 => Ok(keys.remove(0)),
+        // The PEM reader skips sections it does not know, encrypted keys among them:
+        // say so rather than "no key".
+        0 if contains(&bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+            Err(CertError::EncryptedKey {
+                path: path.to_path_buf(),
+            })
+        }
+        0 => Err(CertError::NoPrivateKey {
+            path: path.to_path_buf(),
+        }),
+        count => Err(CertError::SeveralKeys {
+            path: path.to_path_buf(),
+            count,
+        }),
+    }
+}
+
+fn sections(path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
+    parse(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    fs::read(path).map_err(|source| CertError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,157 @@
+//! `baton status` output: the epochs as a table, then readiness and counters.
+//!
+//! **Invariant:** ages are measured from the report's own `generated_at`, so the
+//! output depends on the report alone (a reader's clock skew cannot show negative
+//! ages, and tests are exact).
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use crate::status::{EpochStatus, EpochsReport, Readiness};
+
+const HEADER: [&str; 5] = ["EPOCH", "PID", "STATE", "AGE", "EXIT"];
+
+/// The human rendering of `report`, ending with a newline.
+pub fn render_status(report: &EpochsReport) -> String {
+    let now = report.generated_at;
+    let rows: Vec<[String; 5]> = report.epochs.iter().map(|e| row(e, now)).collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADER.map(str::to_string);
+    for cells in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (cell, width) in cells.iter().zip(widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no epochs)\n");
+    }
+    let readiness = match &report.readiness {
+        Readiness::Ready => "ready".to_string(),
+        Readiness::NotReady { reason } => format!("not ready: {reason}"),
+    };
+    let _ = writeln!(out, "readiness: {readiness}");
+    let _ = write!(out, "restarts: {}", report.restarts_total);
+    if !report.restart_failures.is_empty() {
+        let failures: Vec<String> = report
+            .restart_failures
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        let _ = write!(out, " (failed: {})", failures.join(", "));
+    }
+    let _ = writeln!(out, ", crashes: {}", report.crashes_total);
+    let _ = writeln!(
+        out,
+        "last error: {}",
+        report.last_error.as_deref().unwrap_or("none")
+    );
+    out
+}
+
+fn row(epoch: &EpochStatus, now: SystemTime) -> [String; 5] {
+    let exit = match (&epoch.exit_status, epoch.exited_at) {
+        (Some(status), Some(at)) => format!("{status}, {} ago", age(at, now)),
+        (Some(status), None) => status.clone(),
+        (None, _) => "-".to_string(),
+    };
+    [
+        epoch.number.to_string(),
+        epoch.pid.map_or("-".to_string(), |p| p.to_string()),
+        epoch.state.label().to_string(),
+        epoch.started_at.map_or("-".to_string(), |t| age(t, now)),
+        exit,
+    ]
+}
+
+/// `now - since`, rounded to whole seconds, as `1h 2m 3s`; `0s` when `since` is later.
+fn age(since: SystemTime, now: SystemTime) -> String {
+    let elapsed = now.duration_since(since).unwrap_or_default();
+    let seconds = (elapsed + Duration::from_millis(500)).as_secs();
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::EpochPhase;
+    use std::collections::BTreeMap;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn epoch(number: u32, pid: Option<u32>, state: EpochPhase) -> EpochStatus {
+        EpochStatus {
+            number,
+            pid,
+            state,
+            started_at: None,
+            ready_at: None,
+            exited_at: None,
+            config_digest: None,
+            exit_status: None,
+            restart_epoch: number,
+            chain: 0,
+        }
+    }
+
+    #[test]
+    fn status_table_shows_ages_from_the_report_time_rounded_to_seconds() {
+        let now = at(10_000);
+        let mut old = epoch(0, Some(101), EpochPhase::Exited);
+        old.started_at = Some(at(10_000 - 3_725));
+        old.exited_at = Some(at(10_000 - 65));
+        old.exit_status = Some("exit code 0".into());
+        let mut serving = epoch(1, Some(102), EpochPhase::Serving);
+        serving.started_at = Some(now - Duration::from_millis(29_600));
+        let preparing = epoch(2, None, EpochPhase::Preparing);
+        let report = EpochsReport {
+            generated_at: now,
+            readiness: Readiness::Ready,
+            epochs: vec![old, serving, preparing],
+            last_error: Some("epoch 2: config: bad cluster".into()),
+            restarts_total: 2,
+            restart_failures: BTreeMap::from([("config".to_string(), 1)]),
+            crashes_total: 0,
+        };
+        let expected = "\
+EPOCH  PID  STATE      AGE       EXIT
+0      101  exited     1h 2m 5s  exit code 0, 1m 5s ago
+1      102  serving    30s       -
+2      -    preparing  -         -
+readiness: ready
+restarts: 2 (failed: config 1), crashes: 0
+last error: epoch 2: config: bad cluster
+";
+        assert_eq!(render_status(&report), expected);
+    }
+
+    #[test]
+    fn status_table_without_epochs_says_so_and_gives_the_reason() {
+        let report = EpochsReport {
+            generated_at: at(0),
+            readiness: Readiness::not_ready("starting: no epoch yet"),
+            epochs: vec![],
+            last_error: None,
+            restarts_total: 0,
+            restart_failures: BTreeMap::new(),
+            crashes_total: 0,
+        };
+        let text = render_status(&report);
+        assert!(text.contains("(no epochs)\n"), "{text}");
+        assert!(
+            text.contains("readiness: not ready: starting: no epoch yet\n"),
+            "{text}"
+        );
+        assert!(text.contains("last error: none\n"), "{text}");
+    }
+}

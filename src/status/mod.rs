@@ -1,0 +1,109 @@
+//! baton's status server: readiness for Kubernetes, metrics for Prometheus, epochs
+//! for humans, and a loopback-only control surface.
+//!
+//! | route | method | answer |
+//! | --- | --- | --- |
+//! | `/healthz/ready` | GET | 200 `ready` when an epoch serves and is ready; 503 with a one-line reason otherwise |
+//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, then (envoy mode) Envoy's own `/stats/prometheus`; Prometheus text 0.0.4 |
+//! | `/epochs` | GET | JSON [`EpochsReport`]: readiness, epochs (oldest first), last error, counters |
+//! | `/restart` | POST, loopback | 202 JSON [`RestartReply`]: started, coalesced, deferred or refused |
+//! | `/drain` | POST, loopback | 202 text: the serving epoch drains, baton keeps running, readiness turns 503 |
+//! | `/quitquitquit` | POST, loopback | 202 text: graceful shutdown, as SIGTERM |
+//!
+//! Other methods on these paths get 405; the mutating routes answer 403 to peers that
+//! are not loopback ([`is_loopback`]) and 503 when the shell is gone or does not
+//! decide within [`DEFAULT_REPLY_TIMEOUT`].
+//!
+//! **Boundary:** the shell publishes a [`Snapshot`] on a `watch` channel after every
+//! event and reads [`Command`]s from an unbounded `mpsc` channel; this module reads
+//! nothing else of baton.
+//! **Invariant:** the server runs in its own task and only reads the latest snapshot,
+//! so it answers while a restart is in progress or the proxy hangs.
+
+mod command;
+mod loopback;
+mod metrics;
+mod routes;
+mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub use command::{Command, RestartReply};
+pub use loopback::{is_loopback, LoopbackPeer};
+pub use metrics::{encode_baton, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+pub use snapshot::{EpochPhase, EpochStatus, EpochsReport, Readiness, Snapshot};
+
+/// How long `/stats/prometheus` waits for Envoy's own stats before serving baton's
+/// alone. Below Prometheus's default 10s scrape timeout, with room for baton's part.
+pub const DEFAULT_ENVOY_STATS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a mutating route waits for the shell's decision before answering 503.
+/// The shell decides within one event-loop turn; this only bounds a wedged shell.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share: the shell's latest snapshot and its command inbox.
+#[derive(Debug, Clone)]
+pub struct StatusState {
+    snapshots: watch::Receiver<Snapshot>,
+    commands: mpsc::UnboundedSender<Command>,
+    envoy_stats_timeout: Duration,
+    reply_timeout: Duration,
+}
+
+impl StatusState {
+    /// State reading snapshots from `snapshots` and sending commands to `commands`,
+    /// with the default timeouts.
+    pub fn new(
+        snapshots: watch::Receiver<Snapshot>,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        StatusState {
+            snapshots,
+            commands,
+            envoy_stats_timeout: DEFAULT_ENVOY_STATS_TIMEOUT,
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        }
+    }
+
+    /// Wait at most `timeout` for Envoy's stats on each scrape.
+    pub fn with_envoy_stats_timeout(mut self, timeout: Duration) -> Self {
+        self.envoy_stats_timeout = timeout;
+        self
+    }
+
+    /// Wait at most `timeout` for the shell to decide on a command.
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
+    }
+}
+
+/// The status server's routes (see the module doc). Serve it with the peer address
+/// attached (`into_make_service_with_connect_info::<SocketAddr>()`), as [`serve`] does:
+/// the mutating routes need it.
+pub fn router(state: StatusState) -> Router {
+    Router::new()
+        .route("/healthz/ready", get(routes::ready))
+        .route("/stats/prometheus", get(routes::prometheus))
+        .route("/epochs", get(routes::epochs))
+        .route("/restart", post(routes::restart))
+        .route("/drain", post(routes::drain))
+        .route("/quitquitquit", post(routes::quit))
+        .with_state(state)
+}
+
+/// Serve [`router`] on `listener` until the task is aborted or accepting fails.
+/// Run it in a task of its own.
+pub async fn serve(listener: TcpListener, state: StatusState) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).await
+}
