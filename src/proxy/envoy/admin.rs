@@ -4,31 +4,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
-use tokio::net::TcpStream;
+
+use crate::http_client::{self, HttpError};
 
 /// Why an admin request did not produce an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// Nothing listens yet, or the connection broke.
-    #[error("admin {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    /// The HTTP exchange failed.
-    #[error("admin {addr}: {source}")]
-    Http {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
-    /// No answer within the timeout.
-    #[error("admin {addr}: no answer within {timeout:?}")]
-    Timeout { addr: SocketAddr, timeout: Duration },
+    /// No answer: nothing listens yet, the exchange broke, or it timed out.
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// The answer was not what Envoy sends.
     #[error("admin {addr}{path}: {detail}")]
     Unexpected {
@@ -78,51 +65,8 @@ impl Admin {
     }
 
     /// Send one request with an empty body; return status and body.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-    ) -> Result<(StatusCode, Bytes), AdminError> {
-        let addr = self.addr;
-        let exchange = async {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|source| AdminError::Connect { addr, source })?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|source| AdminError::Http { addr, source })?;
-            let driver = tokio::spawn(conn);
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(hyper::header::HOST, addr.to_string())
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| AdminError::Unexpected {
-                    addr,
-                    path: path.to_string(),
-                    detail: e.to_string(),
-                })?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|source| AdminError::Http { addr, source })?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|source| AdminError::Http { addr, source })?
-                .to_bytes();
-            driver.abort();
-            Ok((status, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(AdminError::Timeout {
-                addr,
-                timeout: self.timeout,
-            }),
-        }
+    pub async fn request(&self, method: Method, path: &str) -> Result<(StatusCode, Bytes), AdminError> {
+        Ok(http_client::request(self.addr, method, path, self.timeout).await?)
     }
 
     /// `GET /server_info`.
