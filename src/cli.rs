@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Supervise Envoy with native hot restart.
     Envoy(Box<EnvoyArgs>),
+    /// Supervise any proxy on listening sockets baton holds.
+    Run(Box<RunArgs>),
     /// Render and check the bootstrap, print it (or write --output), exit.
     Render(Box<RenderArgs>),
     /// Ask a running baton for a hot restart.
@@ -221,6 +223,46 @@ pub struct EnvoyArgs {
     /// Extra arguments passed to every Envoy epoch after baton's own.
     #[arg(last = true, value_name = "EXTRA_ENVOY_ARGS")]
     pub extra: Vec<String>,
+}
+
+/// `baton run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Epoch timing.
+    #[command(flatten)]
+    pub supervision: SupervisionArgs,
+    /// Watched files and the status server.
+    #[command(flatten)]
+    pub triggers: TriggerArgs,
+    /// A socket baton binds once and hands to every epoch: NAME=tcp://HOST:PORT,
+    /// udp://HOST:PORT or unix:///PATH (repeatable; fds 3, 4, … in this order).
+    #[arg(
+        long = "listen",
+        env = "BATON_LISTEN",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// When a new epoch counts as ready: notify, tcp:HOST:PORT, http:URL, exec:CMD, delay:DUR.
+    #[arg(long, env = "BATON_READY", default_value = "delay:1s")]
+    pub ready: String,
+    /// Signal that tells an old epoch to drain (SIGUSR1 suits HAProxy, SIGQUIT nginx).
+    #[arg(long, env = "BATON_DRAIN_SIGNAL", default_value = "SIGTERM")]
+    pub drain_signal: String,
+    /// Command run with `sh -c` before every restart; non-zero keeps the serving epoch.
+    #[arg(long, env = "BATON_PREFLIGHT", value_name = "CMD")]
+    pub preflight: Option<String>,
+    /// Certificate and key PEM files CERT:KEY, watched and checked before every restart.
+    #[arg(
+        long = "cert",
+        env = "BATON_CERTS",
+        value_name = "CERT:KEY",
+        value_delimiter = ','
+    )]
+    pub certs: Vec<String>,
+    /// The proxy's command line; `{epoch}` is replaced by the epoch number.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `baton render`.

@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::bootstrap::{self, CertPair, TemplateSource, Values};
-use crate::cli::{BootstrapArgs, EnvoyArgs, StatusAddr, SupervisionArgs};
+use nix::sys::signal::Signal;
+
+use crate::cli::{BootstrapArgs, EnvoyArgs, RunArgs, StatusAddr, SupervisionArgs, TriggerArgs};
+use crate::handoff::{ListenSpec, ListenerSet};
 use crate::proxy::envoy::{BootstrapPlan, EnvoyDriver, EnvoyOptions};
+use crate::proxy::generic::GenericProxy;
+use crate::ready::ReadySpec;
 use crate::supervisor::{Backoff, DriverKind, Policy};
 
 /// Pod identity variables, as Kubernetes' downward API sets them for Istio.
@@ -156,19 +161,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         | BootstrapPlan::Custom(path) => watched.push(path.clone()),
         BootstrapPlan::Template { .. } => {}
     }
-    let t = &args.triggers;
-    let supervision = Supervision {
-        policy: policy(DriverKind::Envoy, s),
-        status_addr: match t.status_addr {
-            StatusAddr::Off => None,
-            StatusAddr::At(addr) => Some(addr),
-        },
-        watched,
-        debounce: t.debounce,
-        debounce_cap: t.debounce_cap.max(t.debounce),
-        restart_jitter: t.restart_jitter,
-        cert_wait: t.cert_wait,
-    };
+    let supervision = supervision(DriverKind::Envoy, s, &args.triggers, watched);
     let options = EnvoyOptions {
         drain_time: s.drain_duration,
         parent_shutdown: s.parent_shutdown_duration,
@@ -194,6 +187,138 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         base_id: args.base_id,
         owned_config_dir: bootstrap.owns_config_dir.then_some(bootstrap.config_dir),
     })
+}
+
+/// Timing, triggers and the status server, common to every driver.
+fn supervision(
+    driver: DriverKind,
+    s: &SupervisionArgs,
+    t: &TriggerArgs,
+    watched: Vec<PathBuf>,
+) -> Supervision {
+    Supervision {
+        policy: policy(driver, s),
+        status_addr: match t.status_addr {
+            StatusAddr::Off => None,
+            StatusAddr::At(addr) => Some(addr),
+        },
+        watched,
+        debounce: t.debounce,
+        debounce_cap: t.debounce_cap.max(t.debounce),
+        restart_jitter: t.restart_jitter,
+        cert_wait: t.cert_wait,
+    }
+}
+
+/// Settings of `baton run`.
+pub struct RunSettings {
+    /// The driver, with its listeners bound.
+    pub proxy: GenericProxy,
+    /// Timing, triggers, status server.
+    pub supervision: Supervision,
+}
+
+/// Validate `baton run`'s arguments and bind its listeners.
+pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, ConfigError> {
+    let mut problems = Vec::new();
+    let s = &args.supervision;
+    let specs: Vec<ListenSpec> = args
+        .listen
+        .iter()
+        .filter_map(|l| {
+            ListenSpec::parse(l)
+                .map_err(|e| problems.push(e.to_string()))
+                .ok()
+        })
+        .collect();
+    if let Err(e) = crate::handoff::check_distinct_names(&specs) {
+        problems.push(e.to_string());
+    }
+    let ready = ReadySpec::parse(&args.ready)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    match &ready {
+        Some(ReadySpec::Delay(d)) if *d >= s.ready_timeout => problems.push(format!(
+            "--ready {}: the delay is not shorter than --ready-timeout ({})",
+            args.ready,
+            humantime::format_duration(s.ready_timeout)
+        )),
+        Some(ReadySpec::Tcp { addr }) if probes_a_listener(addr, &specs) => problems.push(format!(
+            "--ready {}: that is a --listen socket baton holds; a connect succeeds before the \
+                 proxy accepts, so it proves nothing (use notify or http:)",
+            args.ready
+        )),
+        _ => {}
+    }
+    let drain_signal = parse_signal(&args.drain_signal)
+        .map_err(|e| problems.push(e))
+        .ok();
+    let certs: Vec<CertPair> = args
+        .certs
+        .iter()
+        .filter_map(|p| parse_cert_pair(p).map_err(|e| problems.push(e)).ok())
+        .collect();
+    if s.ready_timeout.is_zero() {
+        problems.push("--ready-timeout must be more than 0".into());
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    // Bound last: only a command line that is otherwise right takes the ports.
+    let listeners = ListenerSet::bind(&specs).map_err(|e| ConfigError {
+        problems: vec![e.to_string()],
+    })?;
+    let mut watched = args.triggers.watch.clone();
+    watched.extend(certs.iter().flat_map(|p| [p.cert.clone(), p.key.clone()]));
+    let tmp = env.var("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    let runtime_dir = Path::new(&tmp).join(format!("baton-{}-run", std::process::id()));
+    let (Some(ready), Some(drain_signal)) = (ready, drain_signal) else {
+        unreachable!("parsed above, or a problem was reported")
+    };
+    Ok(RunSettings {
+        proxy: GenericProxy::new(
+            args.command.clone(),
+            listeners,
+            ready,
+            s.ready_timeout,
+            drain_signal,
+            args.preflight.clone(),
+            certs,
+            runtime_dir,
+        ),
+        supervision: supervision(DriverKind::Generic, s, &args.triggers, watched),
+    })
+}
+
+/// Whether a `tcp:` readiness target is the port of a `--listen` TCP socket.
+fn probes_a_listener(addr: &str, specs: &[ListenSpec]) -> bool {
+    let port = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    specs.iter().any(|l| match (&l.addr, port) {
+        (crate::handoff::ListenAddr::Tcp(a), Some(p)) => a.port() == p,
+        _ => false,
+    })
+}
+
+/// `SIGUSR1`, `USR1` or `10`.
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    let upper = s.to_ascii_uppercase();
+    let named = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    named
+        .parse::<Signal>()
+        .or_else(|_| {
+            s.parse::<i32>()
+                .map_err(|_| ())
+                .and_then(|n| Signal::try_from(n).map_err(|_| ()))
+        })
+        .map_err(|_| {
+            format!("--drain-signal {s}: not a signal name like SIGTERM, SIGUSR1, SIGQUIT")
+        })
 }
 
 /// The state machine's knobs from the timing flags.

@@ -20,6 +20,17 @@ fn client_command(command: impl std::future::Future<Output = i32>) -> anyhow::Re
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // Exec-shim mode first, while the process is single-threaded: it only sets
+    // LISTEN_PID and becomes the epoch's COMMAND (see `baton::handoff::shim`).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == baton::handoff::EXEC_SHIM_ARG)
+    {
+        let err = baton::handoff::exec_shim(&args[2..]);
+        eprintln!("baton: {err}");
+        return ExitCode::from(baton::handoff::shim_exit_code(&err));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -44,6 +55,10 @@ fn main() -> ExitCode {
         Command::Status(args) => client_command(baton::client::status(args.status_addr)),
         Command::Envoy(args) => match config::envoy_settings(args, &ProcessEnv) {
             Ok(settings) => app::run_envoy(settings),
+            Err(e) => Err(e.into()),
+        },
+        Command::Run(args) => match config::run_settings(args, &ProcessEnv) {
+            Ok(settings) => app::run_generic(settings),
             Err(e) => Err(e.into()),
         },
     };

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{EnvoySettings, Supervision};
+use crate::config::{EnvoySettings, RunSettings, Supervision};
 use crate::proxy::envoy::EnvoyProxy;
 use crate::proxy::Proxy;
 use crate::status::{self, Command, RestartReply, StatusState};
@@ -43,6 +43,20 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
     if let Some(dir) = owned_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
+    code
+}
+
+/// Supervise any proxy on sockets baton holds until shutdown; returns the exit code.
+pub fn run_generic(settings: RunSettings) -> anyhow::Result<i32> {
+    let runtime_dir = settings.proxy.runtime_dir.clone();
+    std::fs::create_dir_all(&runtime_dir)
+        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    for listener in settings.proxy.listeners.listeners() {
+        tracing::info!(listener = %listener.spec().name, address = %listener.local_addr(), "holding listener");
+    }
+    tracing::info!(command = ?settings.proxy.command, ready = %settings.proxy.ready, "baton supervising");
+    let code = run(settings.supervision, move || Ok(settings.proxy));
+    let _ = std::fs::remove_dir_all(runtime_dir);
     code
 }
 

@@ -4,6 +4,7 @@
 //! (`app::shell`) is written once against this trait.
 
 pub mod envoy;
+pub mod generic;
 
 use std::future::Future;
 use std::net::SocketAddr;

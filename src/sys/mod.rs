@@ -4,10 +4,12 @@
 //! **Boundary:** this is one of the few places with `unsafe` (the `pre_exec` hook);
 //! each block carries a `// SAFETY:` line.
 
+mod capture;
 pub mod envoy_shm;
 pub mod reaper;
 pub mod signals;
 pub mod spawn;
 
+pub use capture::capture;
 pub use reaper::{ExitWaiter, Reaper};
 pub use signals::{become_subreaper, signal_name};

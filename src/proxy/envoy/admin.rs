@@ -65,7 +65,11 @@ impl Admin {
     }
 
     /// Send one request with an empty body; return status and body.
-    pub async fn request(&self, method: Method, path: &str) -> Result<(StatusCode, Bytes), AdminError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes), AdminError> {
         Ok(http_client::request(self.addr, method, path, self.timeout).await?)
     }
 

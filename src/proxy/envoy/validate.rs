@@ -1,14 +1,12 @@
 //! `envoy --mode validate`: Envoy's own check of a bootstrap (schema, unknown
 //! clusters, unreadable certificates) without touching the running chain.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::args::{validate_args, EnvoyOptions};
-use crate::supervisor::ProcessExit;
-use crate::sys::{spawn::clean_slate, Reaper};
+use crate::sys::{capture, Reaper};
 
 /// A validation (or version query) that takes longer than this is a failure.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,7 +20,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let mut cmd = Command::new(binary);
     cmd.args(validate_args(config, o));
-    let (status, output) = capture(reaper, &mut cmd).await?;
+    let (status, output) = capture(reaper, &mut cmd, COMMAND_TIMEOUT).await?;
     if status.success() {
         return Ok(());
     }
@@ -36,7 +34,7 @@ pub async fn run(
 pub async fn hot_restart_version(reaper: &Reaper, binary: &Path) -> Result<String, String> {
     let mut cmd = Command::new(binary);
     cmd.arg("--hot-restart-version");
-    let (status, output) = capture(reaper, &mut cmd).await?;
+    let (status, output) = capture(reaper, &mut cmd, COMMAND_TIMEOUT).await?;
     let version = output.trim().to_string();
     if !status.success() || version.is_empty() {
         return Err(format!(
@@ -46,58 +44,6 @@ pub async fn hot_restart_version(reaper: &Reaper, binary: &Path) -> Result<Strin
         ));
     }
     Ok(version)
-}
-
-/// Run a short command through the reaper; its status and its stdout+stderr.
-async fn capture(reaper: &Reaper, cmd: &mut Command) -> Result<(ProcessExit, String), String> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    clean_slate(cmd);
-    let mut spawned = reaper
-        .spawn(cmd)
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let readers: Vec<_> = [
-        spawned
-            .child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        spawned
-            .child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut pipe| {
-        tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    })
-    .collect();
-    let status = match tokio::time::timeout(COMMAND_TIMEOUT, spawned.exit).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(_)) => return Err(format!("{program}: process vanished")),
-        Err(_) => {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(spawned.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            return Err(format!(
-                "{program} did not finish within {COMMAND_TIMEOUT:?}"
-            ));
-        }
-    };
-    let mut output = String::new();
-    for reader in readers {
-        output.push_str(&reader.await.unwrap_or_default());
-    }
-    Ok((status, output))
 }
 
 /// Envoy's complaint without the noise: the lines that mention an error, or the last

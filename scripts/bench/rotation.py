@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Certificate rotation benchmark: Kubernetes-style `..data` swap -> new certificate served.
+
+baton runs the real Envoy (embedded `standalone` template, TLS listener on 127.0.0.1) with
+`--cert <secret>/tls.crt:<secret>/tls.key`. The secret directory is laid out as the kubelet does
+it: `..<ts>/tls.{crt,key}`, `..data -> ..<ts>`, `tls.crt -> ..data/tls.crt`, and so on. Each
+rotation writes a new `..<ts2>` with the next EC P-256 certificate, swaps `..data` atomically
+(symlink `..data_tmp`, rename over `..data`), and removes the old directory.
+
+Measured per rotation, for each `--debounce` setting D:
+  * swap -> new certificate served: TLS handshakes to the listener every ~2 ms until the peer
+    certificate (DER) is the new one (external, end to end);
+  * swap -> restart decided: the timestamp of baton's "watched content changed" record
+    (its `detect_ms` field is first file event -> decision);
+  * baton's own `restart_ms` (trigger -> new epoch serving) from "epoch ready and serving".
+D, the quiet period, is printed beside the figures: they read as "D + x ms".
+
+Between rotations the script waits for "epoch ready and serving" of the new epoch and then
+1.1 s more: baton defers a restart until the previous epoch has drained for --drain-duration
+(1s here); rotating earlier would only measure that wait.
+
+Everything listens on 127.0.0.1 ports chosen free; every process started is stopped.
+Usage: scripts/bench-rotation [--rotations N] [--debounce 20ms --debounce 100ms]
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+POLL = 0.002          # seconds between handshake attempts
+SETTLE = 1.1          # seconds after the new epoch serves (> --drain-duration 1s)
+ROTATION_TIMEOUT = 30.0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def parse_duration_ms(text):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"duration like 20ms or 1s, not {text!r}")
+    return float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+
+
+def parse_timestamp(text):
+    """RFC 3339 UTC (any number of fractional digits) -> seconds since the epoch."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        raise ValueError(f"unexpected timestamp {text!r}")
+    base = datetime.datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    return base.timestamp() + frac
+
+
+# --- certificates and the secret volume -------------------------------------------------------
+
+def gen_cert(out_dir, serial):
+    key = os.path.join(out_dir, f"{serial}.key")
+    crt = os.path.join(out_dir, f"{serial}.crt")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", crt, "-subj", "/CN=localhost",
+         "-set_serial", str(serial), "-days", "1"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    with open(crt) as f:
+        crt_pem = f.read()
+    with open(key) as f:
+        key_pem = f.read()
+    return crt_pem, key_pem, ssl.PEM_cert_to_DER_cert(crt_pem)
+
+
+def gen_certs(out_dir, count, first_serial):
+    os.makedirs(out_dir)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda i: gen_cert(out_dir, first_serial + i), range(count)))
+
+
+class Secret:
+    """A Kubernetes-style secret volume: `..<ts>` dirs, `..data` swapped by rename."""
+
+    def __init__(self, path):
+        self.path = path
+        self.seq = 0
+        self.current = None
+        os.makedirs(path)
+
+    def _write_version(self, cert):
+        self.seq += 1
+        name = "..{}_{:04d}".format(time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime()), self.seq)
+        d = os.path.join(self.path, name)
+        os.mkdir(d, 0o755)
+        crt_pem, key_pem, _ = cert
+        with open(os.path.join(d, "tls.crt"), "w") as f:
+            f.write(crt_pem)
+        with open(os.path.join(d, "tls.key"), "w") as f:
+            f.write(key_pem)
+        return name
+
+    def init(self, cert):
+        self.current = self._write_version(cert)
+        os.symlink(self.current, os.path.join(self.path, "..data"))
+        os.symlink("..data/tls.crt", os.path.join(self.path, "tls.crt"))
+        os.symlink("..data/tls.key", os.path.join(self.path, "tls.key"))
+
+    def rotate(self, cert):
+        """The kubelet's atomic update; returns time.time() taken right before it."""
+        t0 = time.time()
+        new = self._write_version(cert)
+        tmp = os.path.join(self.path, "..data_tmp")
+        os.symlink(new, tmp)
+        os.rename(tmp, os.path.join(self.path, "..data"))
+        old = os.path.join(self.path, self.current)
+        for f in os.listdir(old):
+            os.remove(os.path.join(old, f))
+        os.rmdir(old)
+        self.current = new
+        return t0
+
+    def cert_path(self):
+        return os.path.join(self.path, "tls.crt")
+
+    def key_path(self):
+        return os.path.join(self.path, "tls.key")
+
+
+# --- observing baton --------------------------------------------------------------------------
+
+class Log:
+    """baton's stderr, JSON lines interleaved with Envoy's own output; read incrementally."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open(path)
+        self.buf = ""
+        self.records = []
+
+    def poll(self):
+        chunk = self.f.read()
+        if chunk:
+            self.buf += chunk
+            *lines, self.buf = self.buf.split("\n")
+            for line in lines:
+                if line.startswith("{"):
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+        return len(self.records)
+
+    def after(self, index, message):
+        return [r for r in self.records[index:] if r.get("message", "") == message]
+
+    def wait_for(self, index, message, timeout, pred=lambda r: True):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            for r in self.after(index, message):
+                if pred(r):
+                    return r
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {message!r} in baton's log within {timeout}s")
+            time.sleep(0.01)
+
+    def close(self):
+        self.f.close()
+
+
+def handshake(port, ctx):
+    """Peer certificate (DER) of one fresh TLS handshake, or None if it failed."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                return s.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def client_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def wait_served(port, ctx, der, timeout):
+    """Handshake every POLL s until `der` is served; returns (time.time(), failed handshakes)."""
+    deadline = time.monotonic() + timeout
+    failures = 0
+    while time.monotonic() < deadline:
+        got = handshake(port, ctx)
+        if got == der:
+            return time.time(), failures
+        if got is None:
+            failures += 1
+        time.sleep(POLL)
+    raise TimeoutError(f"new certificate not served within {timeout}s")
+
+
+def envoy_pids_of(config_dir, pids):
+    """Those of `pids` still alive and running an Envoy config from `config_dir`."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if config_dir.encode() in f.read():
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
+    """One baton, `rotations` rotations with --debounce `debounce_ms`; per-rotation figures."""
+    work = tempfile.mkdtemp(prefix="baton-bench-rotation-")
+    cfg_dir = os.path.join(work, "cfg")
+    log_path = os.path.join(work, "baton.log")
+    proc = None
+    log = None
+    seen_pids = set()
+    result = {"debounce_ms": debounce_ms, "served": [], "decided": [], "detect_ms": [],
+              "restart_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
+              "deferred": 0, "refused": 0, "code": None}
+    try:
+        certs = gen_certs(os.path.join(work, "certs"), rotations + 1, serial_base)
+        secret = Secret(os.path.join(work, "secret"))
+        secret.init(certs[0])
+        port, admin, status, upstream = free_port(), free_port(), free_port(), free_port()
+        debounce = f"{debounce_ms:g}ms"
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(
+                [baton, "--log-format", "json", "envoy", "--envoy-binary", envoy,
+                 "--template", "standalone", "--var", f"listen_port={port}",
+                 "--var", "listen_address=127.0.0.1", "--var", f"upstream=127.0.0.1:{upstream}",
+                 "--admin-port", str(admin), "--status-addr", f"127.0.0.1:{status}",
+                 "--config-dir", cfg_dir, "--concurrency", "1",
+                 "--drain-duration", "1s", "--parent-shutdown-duration", "2s",
+                 "--termination-drain-duration", "1s",
+                 "--cert", f"{secret.cert_path()}:{secret.key_path()}", "--debounce", debounce],
+                stdout=out, stderr=out,
+            )
+        log = Log(log_path)
+        ctx = client_context()
+        r = log.wait_for(0, "epoch ready and serving", 60)
+        seen_pids.add(r.get("pid"))
+        log.wait_for(0, "watching files", 10)
+        wait_served(port, ctx, certs[0][2], 30)
+        time.sleep(0.2)
+
+        for n in range(1, rotations + 1):
+            if proc.poll() is not None:
+                raise RuntimeError(f"baton exited ({proc.returncode}) before rotation {n}")
+            der = certs[n][2]
+            index = log.poll()
+            t0 = secret.rotate(certs[n])
+            t1, failures = wait_served(port, ctx, der, ROTATION_TIMEOUT)
+            result["failures"] += failures
+            ready = log.wait_for(index, "epoch ready and serving", ROTATION_TIMEOUT)
+            seen_pids.add(ready.get("pid"))
+            # Settle: every handshake here must serve the new certificate.
+            settle_end = time.monotonic() + SETTLE
+            while time.monotonic() < settle_end:
+                got = handshake(port, ctx)
+                if got is None:
+                    result["failures"] += 1
+                elif got != der:
+                    result["regressions"] += 1
+                time.sleep(0.02)
+            log.poll()
+            changes = log.after(index, "watched content changed")
+            if not changes:
+                raise RuntimeError(f"rotation {n}: no 'watched content changed' record")
+            result["extra_changes"] += len(changes) - 1
+            result["deferred"] += sum(
+                1 for rec in log.records[index:] if "restart waits" in rec.get("message", ""))
+            result["refused"] += sum(
+                1 for rec in log.records[index:] if "new epoch refused" in rec.get("message", ""))
+            decided = parse_timestamp(changes[0]["timestamp"])
+            result["served"].append((t1 - t0) * 1000)
+            result["decided"].append((decided - t0) * 1000)
+            result["detect_ms"].append(changes[0]["detect_ms"])
+            result["restart_ms"].append(ready["restart_ms"])
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    result["code"] = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    result["code"] = "killed"
+            else:
+                result["code"] = proc.returncode
+            if log is not None:
+                log.poll()
+                seen_pids.update(rec.get("pid") for rec in log.records
+                                 if rec.get("message") == "epoch ready and serving")
+            # Envoys left behind only if baton could not stop them; only ours, by PID.
+            for pid in envoy_pids_of(cfg_dir, [p for p in seen_pids if p]):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if log is not None:
+            log.close()
+        if os.environ.get("BATON_BENCH_KEEP"):
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", work], check=False)
+    return result
+
+
+def pct(xs, q):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rotations", type=int, default=50, help="rotations per --debounce setting")
+    ap.add_argument("--debounce", action="append", type=parse_duration_ms,
+                    help="--debounce setting to measure (repeatable; default 20ms and 100ms)")
+    ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
+    ap.add_argument("--envoy", required=True)
+    a = ap.parse_args()
+    settings = a.debounce or [20.0, 100.0]
+
+    results = []
+    for i, d in enumerate(settings):
+        print(f"--debounce {d:g}ms: {a.rotations} rotations...", file=sys.stderr, flush=True)
+        results.append(run_setting(a.baton, a.envoy, d, a.rotations, 1000 * (i + 1)))
+
+    w = 24
+    print(f"rotations: {a.rotations} per setting; ..data swap of an EC P-256 cert/key; "
+          f"TLS handshake poll every {POLL * 1000:.0f} ms; Envoy --concurrency 1, "
+          f"--drain-duration 1s; {SETTLE}s after each new epoch serves")
+    print(f"{'':44}" + "".join(f"{'--debounce ' + format(r['debounce_ms'], 'g') + 'ms':>{w}}"
+                                 for r in results))
+
+    def row(label, cell):
+        print(f"{label:44}" + "".join(f"{cell(r):>{w}}" for r in results))
+
+    def trio(key):
+        return lambda r: "{:.1f} / {:.1f} / {:.1f}".format(
+            pct(r[key], 0.5), pct(r[key], 0.99), max(r[key]))
+
+    row("quiet period D (ms)", lambda r: f"{r['debounce_ms']:g}")
+    row("swap -> restart decided  p50/p99/max (ms)", trio("decided"))
+    row("swap -> new cert served  p50/p99/max (ms)", trio("served"))
+    row("  as D + x (p50)", lambda r: f"D + {pct(r['served'], 0.5) - r['debounce_ms']:.1f}")
+    row("  decided -> served (p50, ms)",
+        lambda r: f"{statistics.median([s - d for s, d in zip(r['served'], r['decided'])]):.1f}")
+    row("baton detect_ms p50 (1st event -> decided)", lambda r: f"{statistics.median(r['detect_ms']):g}")
+    row("baton restart_ms p50 (trigger -> serving)", lambda r: f"{statistics.median(r['restart_ms']):g}")
+    row("failed handshakes (whole run)", lambda r: str(r["failures"]))
+    row("old cert after new one served", lambda r: str(r["regressions"]))
+    row("extra 'watched content changed' records", lambda r: str(r["extra_changes"]))
+    row("deferred / refused restarts", lambda r: f"{r['deferred']} / {r['refused']}")
+    row("baton exit code after SIGTERM", lambda r: str(r["code"]))
+    ok = all(r["code"] == 0 and r["failures"] == 0 and r["regressions"] == 0 and r["refused"] == 0
+             for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
