@@ -146,8 +146,9 @@ class Secret:
 class Log:
     """baton's stderr, JSON lines interleaved with Envoy's own output; read incrementally."""
 
-    def __init__(self, path):
+    def __init__(self, path, proc):
         self.path = path
+        self.proc = proc
         self.f = open(path)
         self.buf = ""
         self.records = []
@@ -175,8 +176,12 @@ class Log:
             for r in self.after(index, message):
                 if pred(r):
                     return r
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"baton exited ({self.proc.returncode}) waiting for {message!r}; "
+                                   f"last log lines: {self.records[-5:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {message!r} in baton's log within {timeout}s")
+                raise TimeoutError(f"no {message!r} in baton's log within {timeout}s; "
+                                   f"last log lines: {self.records[-5:]}")
             time.sleep(0.01)
 
     def close(self):
@@ -236,7 +241,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
     log = None
     seen_pids = set()
     result = {"debounce_ms": debounce_ms, "served": [], "decided": [], "detect_ms": [],
-              "restart_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
+              "restart_ms": [], "startup_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
               "deferred": 0, "refused": 0, "code": None}
     try:
         certs = gen_certs(os.path.join(work, "certs"), rotations + 1, serial_base)
@@ -256,7 +261,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
                  "--cert", f"{secret.cert_path()}:{secret.key_path()}", "--debounce", debounce],
                 stdout=out, stderr=out,
             )
-        log = Log(log_path)
+        log = Log(log_path, proc)
         ctx = client_context()
         r = log.wait_for(0, "epoch ready and serving", 60)
         seen_pids.add(r.get("pid"))
@@ -297,6 +302,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
             result["decided"].append((decided - t0) * 1000)
             result["detect_ms"].append(changes[0]["detect_ms"])
             result["restart_ms"].append(ready["restart_ms"])
+            result["startup_ms"].append(ready["startup_ms"])
     finally:
         if proc is not None:
             if proc.poll() is None:
@@ -374,6 +380,7 @@ def main():
         lambda r: f"{statistics.median([s - d for s, d in zip(r['served'], r['decided'])]):.1f}")
     row("baton detect_ms p50 (1st event -> decided)", lambda r: f"{statistics.median(r['detect_ms']):g}")
     row("baton restart_ms p50 (trigger -> serving)", lambda r: f"{statistics.median(r['restart_ms']):g}")
+    row("  of which spawn -> ready (startup_ms) p50", lambda r: f"{statistics.median(r['startup_ms']):g}")
     row("failed handshakes (whole run)", lambda r: str(r["failures"]))
     row("old cert after new one served", lambda r: str(r["regressions"]))
     row("extra 'watched content changed' records", lambda r: str(r["extra_changes"]))

@@ -105,13 +105,24 @@ impl GenericProxy {
     }
 }
 
-/// Run `sh -c command` through the reaper; `Err` carries its output.
-async fn run_shell(reaper: &Reaper, command: &str, what: &str) -> Result<(), String> {
+/// Run `sh -c command` through the reaper with the listeners an epoch would get (a
+/// config check such as `haproxy -c` inspects `fd@3`); `Err` carries its output.
+async fn run_shell(
+    reaper: &Reaper,
+    listeners: &ListenerSet,
+    epoch: u32,
+    command: &str,
+    what: &str,
+) -> Result<(), String> {
+    let command = handoff::substitute_epoch(command.as_ref(), epoch)
+        .to_string_lossy()
+        .into_owned();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", command])
+    cmd.args(["-c", &command])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    handoff::prepare(&mut cmd, listeners, &[], epoch).map_err(|e| format!("{what}: {e}"))?;
     crate::sys::spawn::clean_slate(&mut cmd);
     let (status, output) = crate::sys::capture(reaper, &mut cmd, Duration::from_secs(60)).await?;
     if status.success() {
@@ -138,10 +149,10 @@ impl Proxy for GenericProxy {
         let _ = self.reaper.set(reaper.clone());
     }
 
-    async fn preflight(&self, reaper: &Reaper, _epoch: u32) -> Result<Prepared, PreflightError> {
+    async fn preflight(&self, reaper: &Reaper, epoch: u32) -> Result<Prepared, PreflightError> {
         let notes = check_certs(&self.certs)?;
         if let Some(command) = &self.preflight {
-            run_shell(reaper, command, "--preflight")
+            run_shell(reaper, &self.listeners, epoch, command, "--preflight")
                 .await
                 .map_err(|e| PreflightError::new(FailureReason::Preflight, e))?;
         }
@@ -191,7 +202,15 @@ impl Proxy for GenericProxy {
                 }
             }
         };
-        ready::wait_ready(&self.ready, probe, now + self.ready_timeout, run_exec).await?;
+        let spec = match &self.ready {
+            ReadySpec::Exec { command } => ReadySpec::Exec {
+                command: handoff::substitute_epoch(command.as_ref(), launch.epoch)
+                    .to_string_lossy()
+                    .into_owned(),
+            },
+            other => other.clone(),
+        };
+        ready::wait_ready(&spec, probe, now + self.ready_timeout, run_exec).await?;
         let missing = missing_listeners(pid, &self.listener_inodes());
         if !missing.is_empty() {
             return Err(format!(

@@ -203,11 +203,17 @@ pub struct Baton {
 impl Baton {
     /// Start `baton ARGS` with JSON logs captured in a file in `dir`.
     pub fn start(dir: tempfile::TempDir, args: &[String]) -> Self {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// As [`Baton::start`], with extra environment variables for baton (and its epochs).
+    pub fn start_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Self {
         let log = dir.path().join("baton.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -1,6 +1,7 @@
 //! One integration-test binary (fast linking); modules by subject.
 
 mod envoy;
+mod generic;
 mod harness;
 mod load;
 mod render;

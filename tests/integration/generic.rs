@@ -1,0 +1,313 @@
+//! `baton run` end to end: a socket-activated server, HAProxy and nginx on sockets
+//! baton holds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use super::harness::*;
+use super::load::Load;
+
+const START: Duration = Duration::from_secs(30);
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+}
+
+/// `baton run` arguments common to these tests, with a listener `http` on `port`.
+fn run_args(port: u16, status: u16, extra: &[&str], command: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--listen".into(),
+        format!("http=tcp://127.0.0.1:{port}"),
+        "--status-addr".into(),
+        format!("127.0.0.1:{status}"),
+        "--parent-shutdown-duration".into(),
+        "3s".into(),
+        "--termination-drain-duration".into(),
+        "1s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(command.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A socket-activated test server whose behaviour per epoch is read from a file.
+struct Activated {
+    baton: Baton,
+    port: u16,
+    mode: PathBuf,
+}
+
+impl Activated {
+    fn start(mode: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mode_file = dir.path().join("mode");
+        std::fs::write(&mode_file, mode).unwrap();
+        let (port, status) = (free_port(), free_port());
+        let script = fixture("socket_server.py");
+        let args = run_args(
+            port,
+            status,
+            extra,
+            &[
+                "python3",
+                script.to_str().unwrap(),
+                mode_file.to_str().unwrap(),
+            ],
+        );
+        let mut baton = Baton::start(dir, &args);
+        baton.status_port = status;
+        Activated {
+            baton,
+            port,
+            mode: mode_file,
+        }
+    }
+
+    fn report(&self) -> Value {
+        let (code, body) = http(self.port, "GET", "/").expect("GET /");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON report")
+    }
+
+    fn next_epoch_does(&self, mode: &str) {
+        std::fs::write(&self.mode, mode).unwrap();
+    }
+}
+
+#[test]
+fn socket_activated_server_gets_the_listener_and_its_own_listen_pid() {
+    let mut s = Activated::start("serve", &["--ready", "notify"]);
+    s.baton.wait_serving(0, START);
+    let report = s.report();
+    let env = &report["env"];
+    assert_eq!(
+        env["LISTEN_PID"],
+        json!(report["pid"].to_string()),
+        "{report}"
+    );
+    assert_eq!(env["LISTEN_FDS"], json!("1"));
+    assert_eq!(env["LISTEN_FDNAMES"], json!("http"));
+    assert_eq!(env["BATON_FD_HTTP"], json!("3"));
+    assert_eq!(env["NGINX"], json!("3;"));
+    assert_eq!(env["BATON_EPOCH"], json!("0"));
+    let fds = report["fds"].as_object().unwrap();
+    assert!(
+        fds["3"].as_str().unwrap().starts_with("socket:"),
+        "{report}"
+    );
+    // Python itself may open a few fds of its own; none may be one of baton's.
+    for (fd, target) in fds {
+        assert!(
+            fd == "3" || !target.as_str().unwrap_or("").starts_with("socket:"),
+            "unexpected inherited socket at fd {fd}: {report}"
+        );
+    }
+
+    s.baton.signal(Signal::SIGHUP);
+    s.baton.wait_serving(1, START);
+    let again = eventually("epoch 1 answers", START, || {
+        let r = s.report();
+        (r["env"]["BATON_EPOCH"] == json!("1")).then_some(r)
+    });
+    assert_eq!(again["env"]["LISTEN_PID"], json!(again["pid"].to_string()));
+    // The old epoch was told to drain (SIGTERM) and left.
+    let exit = s
+        .baton
+        .wait_for("epoch exited", &[("epoch", json!(0))], START);
+    assert_eq!(exit["status"], json!("exit code 0"), "{exit}");
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+    assert!(s.baton.leftovers().is_empty(), "{:?}", s.baton.leftovers());
+}
+
+#[test]
+fn failing_preflight_keeps_the_serving_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let veto = dir.path().join("veto");
+    let check = format!("test ! -e {}", veto.display());
+    let mut s = Activated::start("serve", &["--ready", "delay:200ms", "--preflight", &check]);
+    s.baton.wait_serving(0, START);
+    std::fs::write(&veto, "no").unwrap();
+    s.baton.signal(Signal::SIGHUP);
+    let refused = s.baton.wait_for(
+        "new epoch refused",
+        &[("reason", json!("preflight"))],
+        START,
+    );
+    assert!(
+        refused["message"].as_str().unwrap().contains("--preflight"),
+        "{refused}"
+    );
+    assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    std::fs::remove_file(&veto).unwrap();
+    s.baton.signal(Signal::SIGHUP);
+    s.baton.wait_serving(1, START);
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn new_epoch_that_exits_at_once_keeps_the_old_one_serving() {
+    let mut s = Activated::start("serve", &["--ready", "delay:300ms"]);
+    s.baton.wait_serving(0, START);
+    s.next_epoch_does("exit");
+    s.baton.signal(Signal::SIGHUP);
+    let refused = s
+        .baton
+        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    assert_eq!(refused["reason"], json!("exited"), "{refused}");
+    assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    let (_, ready) = http(s.baton.status_port, "GET", "/healthz/ready").unwrap();
+    assert_eq!(ready.trim(), "ready");
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("epoch-{epoch}-may-be-ready");
+    let ready = format!("exec:test -e {}", gate.display());
+    std::fs::write(dir.path().join("epoch-0-may-be-ready"), "").unwrap();
+    let mut s = Activated::start("serve", &["--ready", &ready, "--ready-timeout", "1s"]);
+    s.baton.wait_serving(0, START);
+    s.baton.signal(Signal::SIGHUP);
+    let refused = s
+        .baton
+        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    assert_eq!(refused["reason"], json!("not_ready"), "{refused}");
+    let killed = s
+        .baton
+        .wait_for("epoch exited", &[("epoch", json!(1))], START);
+    assert_eq!(killed["status"], json!("killed by signal 9"));
+    assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn a_proxy_that_binds_its_own_port_is_detected_and_refused() {
+    let mut s = Activated::start("serve", &["--ready", "notify"]);
+    s.baton.wait_serving(0, START);
+    s.next_epoch_does("own-port");
+    s.baton.signal(Signal::SIGHUP);
+    let refused = s
+        .baton
+        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("holds the listener(s) http"), "{message}");
+    assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+}
+
+/// Ten hot restarts under load; every old epoch drains and exits; nothing is left.
+fn ten_restarts_under_load(mut baton: Baton, port: u16, what: &str) {
+    baton.wait_serving(0, START);
+    let load = Load::start(port, 4, 500_000, Duration::from_secs(120));
+    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
+    for epoch in 1..=10u64 {
+        let before = load.ok();
+        baton.signal(Signal::SIGHUP);
+        baton.wait_serving(epoch, START);
+        eventually("requests through the new epoch", START, || {
+            (load.ok() > before + 200).then_some(())
+        });
+    }
+    for epoch in 0..10u64 {
+        let exit = baton.wait_for("epoch exited", &[("epoch", json!(epoch))], START);
+        assert_eq!(exit["role"], json!("draining"), "{what}: {exit}");
+    }
+    let tally = load.stop();
+    eprintln!(
+        "{what}: 10 hot restarts under load: {} ok, {} errors, {} stale keep-alive retries",
+        tally.ok, tally.errors, tally.stale_retries
+    );
+    assert_eq!(
+        tally.errors, 0,
+        "{what}: failed requests: {:?}",
+        tally.samples
+    );
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(
+        baton.leftovers().is_empty(),
+        "{what}: left behind {:?}",
+        baton.leftovers()
+    );
+}
+
+#[test]
+fn haproxy_example_serves_through_ten_hot_restarts_without_a_failed_request() {
+    let upstream = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, status) = (free_port(), free_port());
+    let cfg = example("haproxy/haproxy.cfg");
+    let cfg = cfg.to_str().unwrap();
+    let check = format!("haproxy -c -q -f {cfg}");
+    let args = run_args(
+        port,
+        status,
+        &[
+            "--ready",
+            "notify",
+            "--drain-signal",
+            "SIGUSR1",
+            "--preflight",
+            &check,
+        ],
+        &["haproxy", "-Ws", "-f", cfg],
+    );
+    let upstream_addr = upstream.addr();
+    let baton = Baton::start_with_env(dir, &args, &[("UPSTREAM", &upstream_addr)]);
+    ten_restarts_under_load(baton, port, "haproxy");
+}
+
+#[test]
+fn nginx_example_serves_through_ten_hot_restarts_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, status) = (free_port(), free_port());
+    let example = std::fs::read_to_string(example("nginx/nginx.conf")).unwrap();
+    let cfg = dir.path().join("nginx.conf");
+    std::fs::write(
+        &cfg,
+        example.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let pid = dir.path().join("nginx.{epoch}.pid");
+    let (cfg, pid) = (cfg.to_str().unwrap(), pid.to_str().unwrap());
+    let check = format!(
+        "nginx -t -q -c {cfg} -g 'pid {};'",
+        dir.path().join("check.pid").display()
+    );
+    let ready = format!("exec:test -s {pid}");
+    let pid_directive = format!("pid {pid};");
+    let args = run_args(
+        port,
+        status,
+        &[
+            "--ready",
+            &ready,
+            "--drain-signal",
+            "SIGQUIT",
+            "--preflight",
+            &check,
+        ],
+        &["nginx", "-c", cfg, "-g", &pid_directive],
+    );
+    let baton = Baton::start(dir, &args);
+    ten_restarts_under_load(baton, port, "nginx");
+}
