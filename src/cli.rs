@@ -249,6 +249,9 @@ pub struct RunArgs {
     /// Signal that tells an old epoch to drain (SIGUSR1 suits HAProxy, SIGQUIT nginx).
     #[arg(long, env = "BATON_DRAIN_SIGNAL", default_value = "SIGTERM")]
     pub drain_signal: String,
+    /// Old epochs that may drain at once; beyond it the oldest is killed early.
+    #[arg(long, env = "BATON_MAX_DRAINING", default_value_t = 8)]
+    pub max_draining: usize,
     /// Command run with `sh -c` before every restart; non-zero keeps the serving epoch.
     #[arg(long, env = "BATON_PREFLIGHT", value_name = "CMD")]
     pub preflight: Option<String>,

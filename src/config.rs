@@ -36,6 +36,8 @@ pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(30);
 pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Time between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+/// Generic driver: old epochs draining at once before the oldest is killed early.
+pub const DEFAULT_MAX_DRAINING: usize = 8;
 /// Margin past Envoy's own parent shutdown before baton steps in.
 pub const DRAIN_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
@@ -286,7 +288,11 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
             certs,
             runtime_dir,
         ),
-        supervision: supervision(DriverKind::Generic, s, &args.triggers, watched),
+        supervision: {
+            let mut sup = supervision(DriverKind::Generic, s, &args.triggers, watched);
+            sup.policy.max_draining = args.max_draining;
+            sup
+        },
     })
 }
 
@@ -338,6 +344,7 @@ pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
         stable_after: ms(DEFAULT_STABLE_AFTER),
         drain_deadline: ms(drain_deadline),
         drain_period: ms(s.drain_duration),
+        max_draining: DEFAULT_MAX_DRAINING,
         termination_drain: ms(s.termination_drain_duration),
         kill_grace: ms(DEFAULT_KILL_GRACE),
     }

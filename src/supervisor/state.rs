@@ -42,6 +42,9 @@ pub struct Policy {
     /// child starts), so it waits; an epoch of an abandoned chain is sent SIGTERM
     /// after it.
     pub drain_period: Millis,
+    /// Generic driver: at most this many old epochs drain at once; beyond it the
+    /// oldest is killed early.
+    pub max_draining: usize,
     /// How long a graceful shutdown drains before SIGTERM.
     pub termination_drain: Millis,
     /// How long after SIGTERM a process gets before SIGKILL.
@@ -619,6 +622,22 @@ fn on_ready(state: &mut State, epoch: u32, at: Millis, out: &mut Vec<Action>) {
                 out.push(Action::ScheduleDrainDeadline {
                     epoch: e.number,
                     after: state.policy.drain_period,
+                });
+            }
+        }
+    }
+    if state.policy.driver == DriverKind::Generic {
+        let mut draining: Vec<usize> = (0..state.epochs.len())
+            .filter(|&i| state.epochs[i].state == EpochState::Draining)
+            .collect();
+        while draining.len() > state.policy.max_draining {
+            let e = &mut state.epochs[draining.remove(0)];
+            e.state = EpochState::Stopping;
+            if let Some(pid) = e.pid {
+                out.push(Action::Stop {
+                    epoch: e.number,
+                    pid,
+                    signal: StopSignal::Kill,
                 });
             }
         }

@@ -16,6 +16,7 @@ fn policy(driver: DriverKind) -> Policy {
         stable_after: 60_000,
         drain_deadline: 70_000,
         drain_period: 45_000,
+        max_draining: 2,
         termination_drain: 5_000,
         kill_grace: 5_000,
     }
@@ -942,4 +943,46 @@ fn drain_request_drains_the_serving_epoch_and_ignores_later_restarts() {
             why: "the proxy was drained on request"
         })]
     );
+}
+
+#[test]
+fn generic_driver_kills_the_oldest_drainer_beyond_the_cap() {
+    let mut s = State::new(policy(DriverKind::Generic));
+    let mut events = vec![E::Start];
+    events.extend(bring_up(0, 100, 10));
+    for n in 1..=2 {
+        events.push(E::RestartRequested(Trigger::Signal));
+        events.extend(bring_up(n, 100 + n, 10 + u64::from(n)));
+    }
+    run(&mut s, events);
+    assert_eq!(
+        states(&s),
+        vec![
+            (0, EpochState::Draining),
+            (1, EpochState::Draining),
+            (2, EpochState::Serving)
+        ]
+    );
+    run(
+        &mut s,
+        vec![
+            E::RestartRequested(Trigger::Signal),
+            passed(3),
+            E::Spawned {
+                epoch: 3,
+                pid: 103,
+                at: 20,
+            },
+        ],
+    );
+    let actions = step(&mut s, E::Ready { epoch: 3, at: 21 });
+    assert!(
+        actions.contains(&A::Stop {
+            epoch: 0,
+            pid: 100,
+            signal: StopSignal::Kill
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(s.epochs()[0].state, EpochState::Stopping);
 }
