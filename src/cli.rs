@@ -217,6 +217,10 @@ pub struct EnvoyArgs {
     /// Envoy's log level (`-l`).
     #[arg(long, env = "BATON_PROXY_LOG_LEVEL", default_value = "warning")]
     pub proxy_log_level: String,
+    /// How often every epoch sends its counters to baton (which carries them across
+    /// epochs); also the bootstrap's `stats_flush_interval`.
+    #[arg(long, env = "BATON_STATS_FLUSH_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub stats_flush_interval: Duration,
     /// Envoy's `--local-address-ip-version`.
     #[arg(long, env = "BATON_LOCAL_ADDRESS_IP_VERSION", default_value = "v4", value_parser = ["v4", "v6"])]
     pub local_address_ip_version: String,

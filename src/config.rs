@@ -121,6 +121,8 @@ pub struct Supervision {
 pub struct EnvoySettings {
     /// The driver, ready to use.
     pub driver: EnvoyDriver,
+    /// How often epochs send their counters to baton.
+    pub stats_flush_interval: Duration,
     /// Timing, triggers, status server.
     pub supervision: Supervision,
     /// `--base-id`.
@@ -135,15 +137,20 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     let bootstrap = bootstrap_settings(&args.bootstrap, env, &mut problems);
     let binary = resolve_binary("--envoy-binary", &args.envoy_binary, env, &mut problems);
     let s = &args.supervision;
-    if s.drain_duration > s.parent_shutdown_duration {
-        problems.push(format!(
-            "--drain-duration ({}) must not exceed --parent-shutdown-duration ({})",
-            humantime::format_duration(s.drain_duration),
-            humantime::format_duration(s.parent_shutdown_duration)
-        ));
-    }
     if s.ready_timeout.is_zero() {
         problems.push("--ready-timeout must be more than 0".into());
+    }
+    if args.stats_flush_interval.is_zero() {
+        problems.push("--stats-flush-interval must be more than 0".into());
+    }
+    let drain_and_flush = whole_seconds(s.drain_duration) + args.stats_flush_interval;
+    if s.parent_shutdown_duration < drain_and_flush {
+        problems.push(format!(
+            "--parent-shutdown-duration ({}) must be at least --drain-duration plus \
+             --stats-flush-interval ({}), so an old epoch's last counters reach baton",
+            humantime::format_duration(s.parent_shutdown_duration),
+            humantime::format_duration(drain_and_flush)
+        ));
     }
     let (Some(bootstrap), Some(binary), true) = (bootstrap, binary, problems.is_empty()) else {
         return Err(ConfigError { problems });
@@ -163,7 +170,9 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         | BootstrapPlan::Custom(path) => watched.push(path.clone()),
         BootstrapPlan::Template { .. } => {}
     }
-    let supervision = supervision(DriverKind::Envoy, s, &args.triggers, watched);
+    let mut supervision = supervision(DriverKind::Envoy, s, &args.triggers, watched);
+    // A restart terminates the grandparent: let it drain and flush its counters first.
+    supervision.policy.drain_period = millis(drain_and_flush);
     let options = EnvoyOptions {
         drain_time: s.drain_duration,
         parent_shutdown: s.parent_shutdown_duration,
@@ -172,6 +181,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         ip_version: args.local_address_ip_version.clone(),
         log_level: args.proxy_log_level.clone(),
         concurrency: args.bootstrap.concurrency,
+        skip_parent_stats: true,
         extra: args.extra.clone(),
     };
     let driver = EnvoyDriver {
@@ -180,10 +190,12 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         config_dir: bootstrap.config_dir.clone(),
         bootstrap: bootstrap.plan,
         certs: bootstrap.certs,
+        stats_sink: None,
         options,
         ready_timeout: s.ready_timeout,
     };
     Ok(EnvoySettings {
+        stats_flush_interval: args.stats_flush_interval,
         driver,
         supervision,
         base_id: args.base_id,
@@ -327,9 +339,18 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
         })
 }
 
+/// Envoy takes drain times in whole seconds (rounded up).
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
 /// The state machine's knobs from the timing flags.
 pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
-    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    let ms = millis;
     let drain_deadline = match driver {
         DriverKind::Envoy => s.parent_shutdown_duration + DRAIN_DEADLINE_MARGIN,
         DriverKind::Generic => s.parent_shutdown_duration,

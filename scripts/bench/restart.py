@@ -132,7 +132,7 @@ def hot(baton, envoy, work, restarts, gap):
         [baton, "--log-format", "json", "envoy", "--envoy-binary", envoy, "--template", TEMPLATE,
          "--var", f"listen_port={port}", "--var", "listen_address=127.0.0.1",
          "--admin-port", str(admin), "--config-dir", cfg_dir, "--concurrency", "1",
-         "--drain-duration", "1s", "--parent-shutdown-duration", "2s",
+         "--drain-duration", "1s", "--parent-shutdown-duration", "2s", "--stats-flush-interval", "250ms",
          "--termination-drain-duration", "1s"],
         stdout=log, stderr=log,
     )

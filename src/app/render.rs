@@ -36,10 +36,12 @@ pub fn render(args: &RenderArgs, env: &dyn Env) -> anyhow::Result<i32> {
             ip_version: "v4".into(),
             log_level: "error".into(),
             concurrency: args.bootstrap.concurrency,
+            skip_parent_stats: true,
             extra: Vec::new(),
         },
         ready_timeout: Default::default(),
         certs: Vec::new(),
+        stats_sink: None,
     };
     let result = produce(&driver, validator.is_some(), args);
     let _ = std::fs::remove_dir_all(&scratch);

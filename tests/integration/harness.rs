@@ -442,6 +442,8 @@ impl EnvoySetup {
             "1s".into(),
             "--parent-shutdown-duration".into(),
             "2s".into(),
+            "--stats-flush-interval".into(),
+            "250ms".into(),
             "--termination-drain-duration".into(),
             "1s".into(),
             "--concurrency".into(),

@@ -14,6 +14,7 @@ mod admin;
 mod args;
 mod chains;
 mod proxy;
+pub mod statsd;
 mod validate;
 
 use std::net::SocketAddr;
@@ -67,6 +68,18 @@ pub struct EnvoyDriver {
     pub ready_timeout: Duration,
     /// `--cert` pairs, checked before every restart.
     pub certs: Vec<bootstrap::CertPair>,
+    /// Where and how often every epoch sends its counters to baton (see [`statsd`]);
+    /// `None` until baton has bound its receiver, and in `baton render`.
+    pub stats_sink: Option<StatsSink>,
+}
+
+/// baton's statsd receiver, as the bootstrap names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSink {
+    /// UDP port on 127.0.0.1.
+    pub port: u16,
+    /// `stats_flush_interval`.
+    pub flush: Duration,
 }
 
 impl EnvoyDriver {
@@ -86,6 +99,14 @@ impl EnvoyDriver {
             BootstrapPlan::Template { source, values } => bootstrap::render(source, values)
                 .map_err(|e| PreflightError::new(FailureReason::Template, e.to_string()))?,
             BootstrapPlan::Custom(path) => read_custom(path)?,
+        };
+        let rendered = match (self.stats_sink, rendered.json.is_object()) {
+            (Some(sink), true) => {
+                let mut json = rendered.json;
+                statsd::add_sink(&mut json, sink.port, sink.flush);
+                bootstrap::Rendered::from_json(json)
+            }
+            _ => rendered,
         };
         let written = bootstrap::write_epoch_config(&self.config_dir, epoch, &rendered)
             .map_err(|e| PreflightError::new(FailureReason::Template, e.to_string()))?;

@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""Generic driver benchmark: failed requests across hot restarts of HAProxy and nginx.
+
+Side by side in one run, with the same wrk load (`wrk -t2 -c32`), the same number of restarts
+and the same gap after each:
+  1. baton run + HAProxy (examples/haproxy/haproxy.cfg, listener held by baton, `--ready notify
+     --drain-signal SIGUSR1 -- haproxy -Ws -f CFG`): SIGHUP to baton, wait for baton's JSON log
+     "epoch ready and serving" with the new epoch;
+  2. HAProxy's own reload without socket transfer: the same config binding the port itself,
+     `haproxy -D -p PIDFILE -f CFG -sf <old pids>` (the new process binds with SO_REUSEPORT,
+     then tells the old ones to finish); a reload is done when that command returns;
+  3. HAProxy's own reload with socket transfer: as 2, with `stats socket ... expose-fd
+     listeners` in global and `-x SOCK` on every reload;
+  4. nginx's own reload (examples/nginx/nginx.conf binding the port itself; SIGHUP to the
+     master, as `nginx -s reload` sends); a reload is done when a new worker exists;
+  5. baton run + nginx (examples/nginx/nginx.conf on the listener held by baton, `--ready
+     exec:test -s PIDFILE_{epoch} --drain-signal SIGQUIT`), as 1.
+
+HAProxy's upstream (all three HAProxy variants) is one nginx answering `return 200` on its own
+port, started by this script. wrk runs with a long -d and is stopped with SIGINT (it then
+prints its totals) one second after the last restart's gap; its errors are connect, read,
+write and timeout errors plus non-2xx answers.
+
+Everything listens on 127.0.0.1 ports chosen free; every process started is stopped by PID
+(this script makes itself a child subreaper, so daemonized HAProxy processes stay its
+children); the temporary directory is removed, also on failure.
+Usage: scripts/bench-generic [--restarts N] [--gap S] [--only 1,3]
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HAPROXY_EXAMPLE = os.path.join(ROOT, "examples", "haproxy", "haproxy.cfg")
+NGINX_EXAMPLE = os.path.join(ROOT, "examples", "nginx", "nginx.conf")
+WRK_THREADS, WRK_CONNECTIONS = 2, 32
+LEAD = 1.0  # wrk runs this long before the first restart
+TAIL = 1.0  # and this long after the last restart's gap
+STEP_TIMEOUT = 30.0  # one restart may take this long before the run is abandoned
+
+UPSTREAM_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+error_log stderr warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            return 200 "hello from the upstream\\n";
+        }}
+    }}
+}}
+"""
+
+
+def tool(name):
+    path = shutil.which(name) or os.path.join("/usr/sbin", name)
+    if not os.access(path, os.X_OK):
+        sys.exit(f"{name} not found (scripts/install-test-deps installs it)")
+    return path
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def become_subreaper():
+    """Orphans (daemonized HAProxy, workers of a killed master) become our children."""
+    PR_SET_CHILD_SUBREAPER = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        print("warning: could not become a child subreaper", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def proc_stat(pid):
+    """(comm, state, ppid) of a live process, None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return comm, fields[0], int(fields[1])
+
+
+def reap(pid):
+    """Collect pid's exit status if it is our (adopted) child; ignore otherwise."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def alive(pid):
+    reap(pid)
+    return proc_stat(pid) is not None
+
+
+def children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st and st[2] == pid:
+                out.append(int(entry))
+    return out
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+class Processes:
+    """Everything this script starts, stopped by PID in `stop_all` (also on failure)."""
+
+    def __init__(self):
+        self.popens = []  # (label, Popen, stop signal)
+        self.pids = {}  # pid -> expected comm, for processes that are not Popen objects
+
+    def popen(self, label, args, stop=signal.SIGTERM, **kw):
+        p = subprocess.Popen(args, **kw)
+        self.popens.append((label, p, stop))
+        return p
+
+    def adopt(self, pid, comm):
+        self.pids[pid] = comm
+
+    def stop_popen(self, p, sig, timeout=30.0):
+        """Stop one started process (and, if it must be killed, what it left behind)."""
+        if p.poll() is not None:
+            return p.returncode
+        kids = descendants(p.pid)
+        p.send_signal(sig)
+        try:
+            return p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kids = set(kids) | set(descendants(p.pid))
+            p.kill()
+            p.wait()
+            for k in kids:
+                if alive(k):
+                    os.kill(k, signal.SIGKILL)
+            return p.returncode
+
+    def stop_pids(self, timeout=10.0):
+        live = [p for p, comm in self.pids.items() if alive(p) and proc_stat(p)[0] == comm]
+        for p in live:
+            os.kill(p, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(alive(p) for p in live):
+            time.sleep(0.05)
+        for p in live:
+            if alive(p) and proc_stat(p)[0] == self.pids[p]:
+                os.kill(p, signal.SIGKILL)
+        for p in live:
+            deadline = time.monotonic() + 5
+            while alive(p) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.pids.clear()
+
+    def stop_all(self):
+        self.stop_pids()
+        for _, p, sig in reversed(self.popens):
+            self.stop_popen(p, sig)
+        self.popens.clear()
+
+
+def wait_until(what, cond, timeout=STEP_TIMEOUT, poll=0.002):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def read_pids(path):
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+class JsonLog:
+    """baton's JSON records (stderr, shared with the proxy's own lines), read as they come."""
+
+    def __init__(self, path):
+        self.f = open(path)
+        self.rest = ""
+        self.records = []
+
+    def poll(self):
+        self.rest += self.f.read()
+        *lines, self.rest = self.rest.split("\n")
+        for line in lines:
+            if line.startswith("{"):
+                try:
+                    self.records.append(json.loads(line))
+                except ValueError:
+                    pass
+
+    def find(self, message, **fields):
+        self.poll()
+        for r in self.records:
+            if message in r.get("message", "") and all(r.get(k) == v for k, v in fields.items()):
+                return r
+        return None
+
+    def close(self):
+        self.f.close()
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- load
+
+
+def start_wrk(procs, port):
+    return procs.popen(
+        "wrk",
+        ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", "-d3600s", f"http://127.0.0.1:{port}/"],
+        stop=signal.SIGINT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wrk_result(wrk):
+    wrk.send_signal(signal.SIGINT)
+    out, _ = wrk.communicate(timeout=60)
+    m = re.search(r"(\d+) requests in ([\d.]+)(m?s|m|h)\b", out)
+    if not m:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(3)]
+    res = {"requests": int(m.group(1)), "wrk_s": float(m.group(2)) * scale,
+           "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
+            res[k] = int(v)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    res["errors"] = sum(res[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
+    return res
+
+
+def under_load(procs, port, restarts, gap, restart):
+    """wrk against port; `restart(n)` does restart n and returns once it is complete, with
+    its duration in seconds. Returns the durations, the restart phase's length, wrk's totals."""
+    wait_until("port answers", lambda: answers(port))
+    wrk = start_wrk(procs, port)
+    time.sleep(LEAD)
+    if wrk.poll() is not None:
+        raise RuntimeError(f"wrk exited early:\n{wrk.communicate()[0]}")
+    times = []
+    t0 = time.monotonic()
+    for n in range(1, restarts + 1):
+        times.append(restart(n))
+        time.sleep(gap)
+    phase = time.monotonic() - t0
+    time.sleep(TAIL)
+    return times, phase, wrk_result(wrk)
+
+
+# ---------------------------------------------------------------- variants
+
+
+def haproxy_cfg(work, name, port, expose_sock=None):
+    text = open(HAPROXY_EXAMPLE).read()
+    bind = 'bind "fd@${BATON_FD_HTTP}"'
+    assert bind in text, "examples/haproxy/haproxy.cfg changed its bind line"
+    if port is not None:
+        text = text.replace(bind, f"bind 127.0.0.1:{port}")
+    if expose_sock:
+        text = text.replace(
+            "global\n", f"global\n    stats socket {expose_sock} mode 600 level admin expose-fd listeners\n", 1
+        )
+    path = os.path.join(work, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def nginx_cfg(work, name, port):
+    text = open(NGINX_EXAMPLE).read()
+    assert "127.0.0.1:8080" in text, "examples/nginx/nginx.conf changed its listen line"
+    path = os.path.join(work, name)
+    with open(path, "w") as f:
+        f.write(text.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    return path
+
+
+def baton_variant(procs, a, work, tag, port, run_flags, command, env, restarts, gap):
+    status = free_port()
+    log_path = os.path.join(work, f"{tag}-baton.log")
+    log_file = open(log_path, "w")
+    args = [a.baton, "--log-format", "json", "run",
+            "--listen", f"http=tcp://127.0.0.1:{port}",
+            "--status-addr", f"127.0.0.1:{status}",
+            "--parent-shutdown-duration", "5s",
+            "--termination-drain-duration", "1s",
+            *run_flags, "--", *command]
+    baton = procs.popen(f"baton ({tag})", args, stdout=log_file, stderr=log_file,
+                        env={**os.environ, **env})
+    log = JsonLog(log_path)
+    logged = []
+    try:
+        wait_until("epoch 0 serving", lambda: log.find("epoch ready and serving", epoch=0))
+
+        def restart(n):
+            t0 = time.monotonic()
+            baton.send_signal(signal.SIGHUP)
+            rec = wait_until(f"epoch {n} serving",
+                             lambda: log.find("epoch ready and serving", epoch=n))
+            logged.append(rec.get("restart_ms", 0) / 1000)
+            return time.monotonic() - t0
+
+        times, phase, res = under_load(procs, port, restarts, gap, restart)
+        code = procs.stop_popen(baton, signal.SIGTERM)
+        log.poll()
+        exits = [r for r in log.records if "epoch exited" in r.get("message", "")]
+        killed = [r for r in exits if "signal 9" in str(r.get("status", ""))]
+        refused = [r for r in log.records if "refused" in r.get("message", "")]
+        notes = []
+        if killed:
+            notes.append(f"{len(killed)} epoch(s) killed (SIGKILL) by baton")
+        if refused:
+            notes.append(f"{len(refused)} new epoch(s) refused")
+        if code != 0:
+            notes.append(f"baton exit code {code} after SIGTERM")
+        res.update(times=times, phase=phase, logged=logged, notes=notes, code=code)
+        return res
+    except Exception:
+        print(f"--- last lines of {tag}'s baton log:\n{tail(log_path)}", file=sys.stderr)
+        raise
+    finally:
+        log.close()
+        log_file.close()
+
+
+def v_baton_haproxy(procs, a, work, upstream, restarts, gap):
+    cfg = haproxy_cfg(work, "baton-haproxy.cfg", None)
+    return baton_variant(
+        procs, a, work, "baton-haproxy", free_port(),
+        ["--ready", "notify", "--drain-signal", "SIGUSR1"],
+        [a.haproxy, "-Ws", "-f", cfg], {"UPSTREAM": upstream}, restarts, gap)
+
+
+def haproxy_native(procs, a, work, upstream, restarts, gap, transfer):
+    tag = "haproxy-x" if transfer else "haproxy-sf"
+    port = free_port()
+    sock = os.path.join(work, f"{tag}-admin.sock") if transfer else None
+    cfg = haproxy_cfg(work, f"{tag}.cfg", port, sock)
+    pidfile = os.path.join(work, f"{tag}.pid")
+    env = {**os.environ, "UPSTREAM": upstream}
+    base = [a.haproxy, "-D", "-p", pidfile, "-f", cfg]
+    errlog = os.path.join(work, f"{tag}.log")
+
+    def launch(extra):
+        with open(errlog, "a") as err:
+            r = subprocess.run(base + extra, env=env, stdout=err, stderr=err, timeout=STEP_TIMEOUT)
+        pids = read_pids(pidfile)
+        for p in pids:
+            procs.adopt(p, "haproxy")
+        if r.returncode != 0 or not pids:
+            raise RuntimeError(f"{' '.join(base + extra)} failed ({r.returncode}):\n{tail(errlog)}")
+        return pids
+
+    current = launch([])
+
+    def restart(n):
+        nonlocal current
+        old = [p for p in current if alive(p)]
+        extra = (["-x", sock] if transfer else []) + ["-sf", *map(str, old)]
+        t0 = time.monotonic()
+        current = launch(extra)
+        took = time.monotonic() - t0
+        for p in list(procs.pids):  # reap old processes that have finished
+            alive(p)
+        return took
+
+    times, phase, res = under_load(procs, port, restarts, gap, restart)
+    lingering = sum(1 for p in procs.pids if alive(p) and p not in current)
+    notes = [f"{lingering} old process(es) still finishing at the end"] if lingering else []
+    procs.stop_pids()
+    res.update(times=times, phase=phase, logged=None, notes=notes)
+    return res
+
+
+def v_haproxy_sf(procs, a, work, upstream, restarts, gap):
+    return haproxy_native(procs, a, work, upstream, restarts, gap, transfer=False)
+
+
+def v_haproxy_x(procs, a, work, upstream, restarts, gap):
+    return haproxy_native(procs, a, work, upstream, restarts, gap, transfer=True)
+
+
+def v_nginx_reload(procs, a, work, upstream, restarts, gap):
+    port = free_port()
+    cfg = nginx_cfg(work, "nginx-reload.conf", port)
+    pidfile = os.path.join(work, "nginx-reload.pid")
+    errlog = open(os.path.join(work, "nginx-reload.log"), "w")
+    master = procs.popen("nginx (reload)", [a.nginx, "-c", cfg, "-g", f"pid {pidfile};"],
+                         stop=signal.SIGQUIT, stdout=errlog, stderr=errlog)
+    try:
+        wait_until("nginx pid file", lambda: read_pids(pidfile) == [master.pid])
+        wait_until("nginx worker", lambda: children(master.pid))
+
+        def restart(n):
+            before = set(children(master.pid))
+            t0 = time.monotonic()
+            master.send_signal(signal.SIGHUP)
+            wait_until(f"new nginx worker after reload {n}",
+                       lambda: set(children(master.pid)) - before)
+            took = time.monotonic() - t0
+            if master.poll() is not None:
+                raise RuntimeError("the nginx master exited")
+            return took
+
+        times, phase, res = under_load(procs, port, restarts, gap, restart)
+        lingering = len(children(master.pid)) - 1
+        notes = [f"{lingering} old worker(s) still finishing at the end"] if lingering > 0 else []
+        code = procs.stop_popen(master, signal.SIGQUIT)
+        if code != 0:
+            notes.append(f"nginx master exit code {code}")
+        res.update(times=times, phase=phase, logged=None, notes=notes)
+        return res
+    finally:
+        errlog.close()
+
+
+def v_baton_nginx(procs, a, work, upstream, restarts, gap):
+    # nginx adopts baton's socket only when its `listen` address matches --listen exactly.
+    port = free_port()
+    cfg = nginx_cfg(work, "baton-nginx.conf", port)
+    pid = os.path.join(work, "baton-nginx.{epoch}.pid")
+    return baton_variant(
+        procs, a, work, "baton-nginx", port,
+        ["--ready", f"exec:test -s {pid}", "--drain-signal", "SIGQUIT"],
+        [a.nginx, "-c", cfg, "-g", f"pid {pid};"], {}, restarts, gap)
+
+
+VARIANTS = [
+    ("1", "baton run + HAProxy (SIGHUP)", v_baton_haproxy),
+    ("2", "HAProxy -sf, no socket transfer", v_haproxy_sf),
+    ("3", "HAProxy -x -sf, socket transfer", v_haproxy_x),
+    ("4", "nginx own reload (SIGHUP master)", v_nginx_reload),
+    ("5", "baton run + nginx (SIGHUP)", v_baton_nginx),
+]
+
+
+def start_upstream(procs, a, work):
+    port = free_port()
+    cfg = os.path.join(work, "upstream.conf")
+    with open(cfg, "w") as f:
+        f.write(UPSTREAM_CONF.format(port=port))
+    errlog = open(os.path.join(work, "upstream.log"), "w")
+    procs.popen("upstream nginx", [a.nginx, "-c", cfg, "-g", f"pid {work}/upstream.pid;"],
+                stop=signal.SIGQUIT, stdout=errlog, stderr=errlog)
+    errlog.close()
+    wait_until("upstream answers", lambda: answers(port))
+    return f"127.0.0.1:{port}"
+
+
+def ms(xs):
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs) * 1000:.0f} ({max(xs) * 1000:.0f})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--restarts", type=int, default=100)
+    ap.add_argument("--gap", type=float, default=0.2, help="seconds after each completed restart")
+    ap.add_argument("--only", default="", help="comma-separated variant numbers, e.g. 1,2")
+    ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
+    a = ap.parse_args()
+    a.haproxy, a.nginx = tool("haproxy"), tool("nginx")
+    shutil.which("wrk") or sys.exit("wrk not found")
+    chosen = [v for v in VARIANTS if not a.only or v[0] in a.only.split(",")]
+
+    become_subreaper()
+    procs = Processes()
+    work = tempfile.mkdtemp(prefix="bench-generic-")
+    results = []
+    try:
+        upstream = start_upstream(procs, a, work)
+        for num, name, fn in chosen:
+            print(f"[{num}] {name}: {a.restarts} restarts ...", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            res = fn(procs, a, work, upstream, a.restarts, a.gap)
+            res["wall"] = time.monotonic() - t0
+            print(f"[{num}] done in {res['wall']:.1f}s: {res['requests']} requests, "
+                  f"{res['errors']} errors", file=sys.stderr, flush=True)
+            results.append((num, name, res))
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    hv = subprocess.run([a.haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    nv = subprocess.run([a.nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    print(f"restarts per variant: {a.restarts}, {a.gap}s after each completed restart; "
+          f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, from {LEAD:.0f}s before the first restart "
+          f"to {TAIL:.0f}s after the last; {hv.split(' - ')[0]}; {nv}; {os.cpu_count()} cores")
+    print()
+    print("| variant | restarts | restart phase | restart median (max) ms | requests | errors "
+          "| error rate | connect/read/write/timeout/non-2xx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for num, name, r in results:
+        rate = r["errors"] / r["requests"] if r["requests"] else 0.0
+        detail = "/".join(str(r[k]) for k in ("connect", "read", "write", "timeout", "non2xx"))
+        print(f"| {num}. {name} | {len(r['times'])} | {r['phase']:.1f} s | {ms(r['times'])} "
+              f"| {r['requests']:,} | {r['errors']:,} | {rate:.4%} | {detail} |")
+    print()
+    print("restart = SIGHUP -> baton logs the new epoch serving (1, 5); `haproxy -D ... -sf` "
+          "returns (2, 3); SIGHUP -> a new nginx worker exists (4).")
+    for num, name, r in results:
+        extra = []
+        if r.get("logged"):
+            extra.append(f"baton's restart_ms median {statistics.median(r['logged']) * 1000:.0f} ms")
+        extra.append(f"variant took {r['wall']:.1f} s in all, wrk ran {r['wrk_s']:.1f} s")
+        extra.extend(r["notes"])
+        print(f"  {num}: " + "; ".join(extra))
+    bad = [num for num, _, r in results if r.get("logged") is not None and
+           (r["errors"] or r.get("code"))]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
