@@ -256,7 +256,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
                  "--var", "listen_address=127.0.0.1", "--var", f"upstream=127.0.0.1:{upstream}",
                  "--admin-port", str(admin), "--status-addr", f"127.0.0.1:{status}",
                  "--config-dir", cfg_dir, "--concurrency", "1",
-                 "--drain-duration", "1s", "--parent-shutdown-duration", "2s",
+                 "--drain-duration", "1s", "--parent-shutdown-duration", "2s", "--stats-flush-interval", "250ms",
                  "--termination-drain-duration", "1s",
                  "--cert", f"{secret.cert_path()}:{secret.key_path()}", "--debounce", debounce],
                 stdout=out, stderr=out,
