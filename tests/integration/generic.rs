@@ -161,7 +161,7 @@ fn failing_preflight_keeps_the_serving_epoch() {
 
 #[test]
 fn new_epoch_that_exits_at_once_keeps_the_old_one_serving() {
-    let mut s = Activated::start("serve", &["--ready", "delay:300ms"]);
+    let mut s = Activated::start("serve", &["--ready", "notify"]);
     s.baton.wait_serving(0, START);
     s.next_epoch_does("exit");
     s.baton.signal(Signal::SIGHUP);

@@ -250,7 +250,7 @@ impl Baton {
         fields: &[(&str, Value)],
         timeout: Duration,
     ) -> Value {
-        let what = format!("log {message:?} with {fields:?}");
+        let what = format!("log {message:?} with {fields:?} in {}", self.log.display());
         eventually(&what, timeout, || {
             self.remember_descendants();
             self.find(message, fields)
@@ -321,6 +321,15 @@ fn matches(r: &Value, message: &str, fields: &[(&str, Value)]) -> bool {
 
 impl Drop for Baton {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The temp dir goes with us: show what baton said.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- last lines of baton's log ---");
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
         self.remember_descendants();
         if self.exited.is_none() {
             let _ = self.child.kill();
