@@ -38,6 +38,31 @@ pub enum Command {
     Wait(WaitArgs),
     /// Show the epochs of a running baton.
     Status(ClientArgs),
+    /// Print the stats segment of a running baton.
+    Stats(StatsArgs),
+}
+
+/// `baton stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Ask this baton's status server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Read the segment of baton process PID directly (`/proc/PID/fd`), no server needed.
+    #[arg(long, conflicts_with = "status_addr")]
+    pub pid: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatsFormat::Prometheus)]
+    pub format: StatsFormat,
+}
+
+/// `baton stats --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    /// Prometheus text.
+    Prometheus,
+    /// A JSON array of `{name, kind, value}`.
+    Json,
 }
 
 /// Where a running baton's status server listens.
@@ -188,6 +213,9 @@ pub struct SupervisionArgs {
     /// How long a new epoch may take to become ready.
     #[arg(long, env = "BATON_READY_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub ready_timeout: Duration,
+    /// Slots of the shared-memory stats segment (one per metric name).
+    #[arg(long, env = "BATON_STATS_SLOTS", default_value_t = 4096)]
+    pub stats_slots: u32,
     /// Consecutive crashes of the serving epoch tolerated before baton exits.
     #[arg(long, env = "BATON_CRASH_BUDGET", default_value_t = 5)]
     pub crash_budget: u32,

@@ -114,6 +114,8 @@ pub struct Supervision {
     pub restart_jitter: Duration,
     /// How long to wait at startup for watched files to exist.
     pub cert_wait: Duration,
+    /// Slots of the stats segment.
+    pub stats_slots: u32,
 }
 
 /// Settings of `baton envoy`.
@@ -181,7 +183,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         ip_version: args.local_address_ip_version.clone(),
         log_level: args.proxy_log_level.clone(),
         concurrency: args.bootstrap.concurrency,
-        skip_parent_stats: true,
+        skip_parent_stats: false,
         extra: args.extra.clone(),
     };
     let driver = EnvoyDriver {
@@ -221,6 +223,7 @@ fn supervision(
         debounce_cap: t.debounce_cap.max(t.debounce),
         restart_jitter: t.restart_jitter,
         cert_wait: t.cert_wait,
+        stats_slots: s.stats_slots,
     }
 }
 

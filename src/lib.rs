@@ -25,7 +25,10 @@ pub mod http_client;
 pub mod logging;
 pub mod proxy;
 pub mod ready;
+pub mod stats;
 pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod watch;
+
+pub use stats::child;

@@ -53,6 +53,11 @@ fn main() -> ExitCode {
             client_command(baton::client::wait(args.client.status_addr, args.timeout))
         }
         Command::Status(args) => client_command(baton::client::status(args.status_addr)),
+        Command::Stats(args) => client_command(baton::client::stats(
+            args.client.status_addr,
+            args.pid,
+            args.format == baton::cli::StatsFormat::Prometheus,
+        )),
         Command::Envoy(args) => match config::envoy_settings(args, &ProcessEnv) {
             Ok(settings) => app::run_envoy(settings),
             Err(e) => Err(e.into()),

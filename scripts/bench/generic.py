@@ -21,10 +21,17 @@ port, started by this script. wrk runs with a long -d and is stopped with SIGINT
 prints its totals) one second after the last restart's gap; its errors are connect, read,
 write and timeout errors plus non-2xx answers.
 
+wrk keeps connections alive and never retries: when a draining proxy closes an idle
+keep-alive connection on which wrk has already sent its next request, wrk counts a read
+error (a real HTTP client re-sends such a request). `--connection-close` makes wrk open a
+new connection per request, which leaves only connections really lost (e.g. reset in the
+accept queue of a process that stops listening).
+
 Everything listens on 127.0.0.1 ports chosen free; every process started is stopped by PID
 (this script makes itself a child subreaper, so daemonized HAProxy processes stay its
 children); the temporary directory is removed, also on failure.
-Usage: scripts/bench-generic [--restarts N] [--gap S] [--only 1,3]
+Usage: scripts/bench-generic [--restarts N] [--gap S] [--connection-close] [--only 1,3]
+                             [--keep-logs DIR]
 """
 
 import argparse
@@ -49,6 +56,7 @@ WRK_THREADS, WRK_CONNECTIONS = 2, 32
 LEAD = 1.0  # wrk runs this long before the first restart
 TAIL = 1.0  # and this long after the last restart's gap
 STEP_TIMEOUT = 30.0  # one restart may take this long before the run is abandoned
+CONNECTION_CLOSE = False  # --connection-close: a new connection for every request
 
 UPSTREAM_CONF = """\
 daemon off;
@@ -266,9 +274,11 @@ def tail(path, n=15):
 
 
 def start_wrk(procs, port):
+    close = ["-H", "Connection: close"] if CONNECTION_CLOSE else []
     return procs.popen(
         "wrk",
-        ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", "-d3600s", f"http://127.0.0.1:{port}/"],
+        ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", "-d3600s", *close,
+         f"http://127.0.0.1:{port}/"],
         stop=signal.SIGINT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -375,7 +385,8 @@ def baton_variant(procs, a, work, tag, port, run_flags, command, env, restarts, 
         refused = [r for r in log.records if "refused" in r.get("message", "")]
         notes = []
         if killed:
-            notes.append(f"{len(killed)} epoch(s) killed (SIGKILL) by baton")
+            which = ", ".join(f"{r.get('epoch')} ({r.get('role', '?')})" for r in killed)
+            notes.append(f"{len(killed)} epoch(s) ended by SIGKILL: {which}")
         if refused:
             notes.append(f"{len(refused)} new epoch(s) refused")
         if code != 0:
@@ -524,9 +535,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--restarts", type=int, default=100)
     ap.add_argument("--gap", type=float, default=0.2, help="seconds after each completed restart")
+    ap.add_argument("--connection-close", action="store_true",
+                    help="wrk sends `Connection: close` (a new connection per request) instead "
+                         "of keeping connections alive")
     ap.add_argument("--only", default="", help="comma-separated variant numbers, e.g. 1,2")
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy baton's and the proxies' logs here")
     ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
     a = ap.parse_args()
+    global CONNECTION_CLOSE
+    CONNECTION_CLOSE = a.connection_close
     a.haproxy, a.nginx = tool("haproxy"), tool("nginx")
     shutil.which("wrk") or sys.exit("wrk not found")
     chosen = [v for v in VARIANTS if not a.only or v[0] in a.only.split(",")]
@@ -547,12 +564,19 @@ def main():
             results.append((num, name, res))
     finally:
         procs.stop_all()
+        if a.keep_logs:
+            os.makedirs(a.keep_logs, exist_ok=True)
+            for name in os.listdir(work):
+                if name.endswith(".log"):
+                    shutil.copy(os.path.join(work, name), a.keep_logs)
         shutil.rmtree(work, ignore_errors=True)
 
     hv = subprocess.run([a.haproxy, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     nv = subprocess.run([a.nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    wrk_mode = " -H 'Connection: close'" if CONNECTION_CLOSE else " (keep-alive)"
     print(f"restarts per variant: {a.restarts}, {a.gap}s after each completed restart; "
-          f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, from {LEAD:.0f}s before the first restart "
+          f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}"
+          f"{wrk_mode}, from {LEAD:.0f}s before the first restart "
           f"to {TAIL:.0f}s after the last; {hv.split(' - ')[0]}; {nv}; {os.cpu_count()} cores")
     print()
     print("| variant | restarts | restart phase | restart median (max) ms | requests | errors "

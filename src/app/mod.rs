@@ -4,6 +4,7 @@
 //! watcher, then feed every event (signals, child exits, timers, file changes,
 //! status-server commands) through `step` and let the shell act on the result.
 
+mod metrics;
 mod render;
 mod shell;
 mod triggers;
@@ -11,6 +12,7 @@ mod triggers;
 pub use render::render;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -18,10 +20,12 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{EnvoySettings, RunSettings, Supervision};
 use crate::proxy::envoy::EnvoyProxy;
 use crate::proxy::Proxy;
+use crate::stats::Segment;
 use crate::status::{self, Command, RestartReply, StatusState};
 use crate::supervisor::{step, Action, Event, Report, State, Trigger};
 use crate::sys::{self, Reaper};
 
+use metrics::BatonMetrics;
 use shell::Shell;
 
 /// Supervise Envoy until shutdown; returns baton's exit code.
@@ -38,7 +42,12 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
             admin = %settings.driver.admin,
             "baton supervising envoy"
         );
-        Ok(EnvoyProxy::new(settings.driver, settings.base_id))
+        EnvoyProxy::new(
+            settings.driver,
+            settings.base_id,
+            settings.stats_flush_interval,
+        )
+        .context("binding the statsd receiver for Envoy's counters")
     });
     if let Some(dir) = owned_dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -85,13 +94,18 @@ async fn supervise<P: Proxy>(proxy: P, supervision: Supervision) -> anyhow::Resu
     reaper.start().context("listening for SIGCHLD")?;
     sys::signals::forward_to(events.clone()).context("installing signal handlers")?;
 
+    let stats =
+        Arc::new(Segment::create(supervision.stats_slots).context("creating the stats segment")?);
+    let metrics =
+        BatonMetrics::new(&stats).context("claiming baton's metrics in the stats segment")?;
     let mut state = State::new(supervision.policy.clone());
-    let mut shell = Shell::new(proxy, reaper, events.clone());
+    let mut shell = Shell::new(proxy, reaper, events.clone(), metrics);
     let (snapshots, snapshot_rx) = watch::channel(shell.snapshot(&state));
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let _server = match supervision.status_addr {
         Some(addr) => {
-            Some(start_status_server(addr, StatusState::new(snapshot_rx, commands_tx)).await?)
+            let state = StatusState::new(snapshot_rx, commands_tx).with_segment(stats.clone());
+            Some(start_status_server(addr, state).await?)
         }
         None => None,
     };
@@ -100,7 +114,9 @@ async fn supervise<P: Proxy>(proxy: P, supervision: Supervision) -> anyhow::Resu
         return Ok(crate::supervisor::state::EXIT_CONFIG);
     }
     let _watcher = triggers::watch_files(&supervision, events.clone())?;
-    shell.start().await;
+    if let Err(e) = shell.start(&stats).await {
+        anyhow::bail!("starting the driver: {e}");
+    }
 
     let _ = events.send(Event::Start);
     loop {

@@ -36,7 +36,7 @@ pub fn render(args: &RenderArgs, env: &dyn Env) -> anyhow::Result<i32> {
             ip_version: "v4".into(),
             log_level: "error".into(),
             concurrency: args.bootstrap.concurrency,
-            skip_parent_stats: true,
+            skip_parent_stats: false,
             extra: Vec::new(),
         },
         ready_timeout: Default::default(),

@@ -7,7 +7,7 @@
 //! fires when the *thread* that forked it exits, so spawning from a pool thread that
 //! may retire would kill it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +16,9 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
+use super::metrics::BatonMetrics;
 use crate::proxy::Proxy;
+use crate::stats::Segment;
 use crate::status::{EpochPhase, EpochStatus, Readiness, Snapshot};
 use crate::supervisor::{
     Action, EpochState, Event, Launch, Millis, ProcessExit, Report, State, StopSignal, Trigger,
@@ -42,16 +44,6 @@ struct Record {
     ready_watch: Option<AbortHandle>,
 }
 
-/// Counters for the status server.
-#[derive(Default)]
-struct Counters {
-    restarts: u64,
-    failures: BTreeMap<String, u64>,
-    crashes: u64,
-    rotations: u64,
-    last_restart_ms: Option<u64>,
-}
-
 /// Runs actions for one proxy.
 pub struct Shell<P: Proxy> {
     proxy: Arc<P>,
@@ -61,12 +53,18 @@ pub struct Shell<P: Proxy> {
     started_at: SystemTime,
     records: HashMap<u32, Record>,
     history: VecDeque<EpochStatus>,
-    counters: Counters,
+    metrics: BatonMetrics,
+    last_restart_ms: Option<u64>,
 }
 
 impl<P: Proxy> Shell<P> {
-    /// A shell that reports outcomes on `events`.
-    pub fn new(proxy: P, reaper: Reaper, events: UnboundedSender<Event>) -> Self {
+    /// A shell that reports outcomes on `events` and counts in `metrics`.
+    pub fn new(
+        proxy: P,
+        reaper: Reaper,
+        events: UnboundedSender<Event>,
+        metrics: BatonMetrics,
+    ) -> Self {
         Shell {
             proxy: Arc::new(proxy),
             reaper,
@@ -75,13 +73,14 @@ impl<P: Proxy> Shell<P> {
             started_at: SystemTime::now(),
             records: HashMap::new(),
             history: VecDeque::new(),
-            counters: Counters::default(),
+            metrics,
+            last_restart_ms: None,
         }
     }
 
     /// The driver's one-time start-up work.
-    pub async fn start(&self) {
-        self.proxy.start(&self.reaper).await;
+    pub async fn start(&self, stats: &Arc<Segment>) -> Result<(), String> {
+        self.proxy.start(&self.reaper, stats).await
     }
 
     fn now(&self) -> Millis {
@@ -293,7 +292,9 @@ impl<P: Proxy> Shell<P> {
                 "restart waits until the previous epoch has drained (a restart now would cut its drain short)"
             ),
             Report::RestartStarted { epoch, trigger } => {
-                self.counters.restarts += u64::from(epoch > 0);
+                if epoch > 0 {
+                    self.metrics.restarts.inc();
+                }
                 self.record(epoch).trigger = trigger;
                 match trigger {
                     Some(trigger) => tracing::info!(epoch, %trigger, "hot restart requested"),
@@ -311,10 +312,11 @@ impl<P: Proxy> Shell<P> {
                 let startup_ms = record.spawned.map(millis).unwrap_or(0);
                 let trigger = record.trigger;
                 if epoch > 0 {
-                    self.counters.last_restart_ms = Some(restart_ms);
+                    self.last_restart_ms = Some(restart_ms);
+                    self.metrics.restart_duration_ms.set(restart_ms as i64);
                 }
                 if trigger == Some(Trigger::FileChange) {
-                    self.counters.rotations += 1;
+                    self.metrics.rotations.inc();
                 }
                 tracing::info!(
                     epoch,
@@ -330,7 +332,7 @@ impl<P: Proxy> Shell<P> {
                 reason,
                 message,
             } => {
-                *self.counters.failures.entry(reason.label().to_string()).or_default() += 1;
+                self.metrics.failure(reason);
                 tracing::error!(
                     epoch,
                     %reason,
@@ -343,7 +345,7 @@ impl<P: Proxy> Shell<P> {
                 crashes,
                 retry_in,
             } => {
-                self.counters.crashes += 1;
+                self.metrics.crashes.inc();
                 match retry_in {
                     Some(ms) => tracing::error!(
                         epoch,
@@ -433,6 +435,13 @@ impl<P: Proxy> Shell<P> {
                 chain: view.chain,
             });
         }
+        let serving = state.serving();
+        self.metrics
+            .epoch
+            .set(serving.map_or(-1, |e| i64::from(e.number)));
+        self.metrics
+            .epochs_running
+            .set(state.epochs().iter().filter(|e| e.pid.is_some()).count() as i64);
         Snapshot {
             readiness: match state.readiness() {
                 Ok(()) => Readiness::Ready,
@@ -440,11 +449,11 @@ impl<P: Proxy> Shell<P> {
             },
             epochs,
             last_error: state.last_error().map(str::to_string),
-            restarts_total: self.counters.restarts,
-            restart_failures: self.counters.failures.clone(),
-            crashes_total: self.counters.crashes,
-            rotations_total: self.counters.rotations,
-            last_restart_duration_ms: self.counters.last_restart_ms,
+            restarts_total: self.metrics.restarts.get(),
+            restart_failures: self.metrics.failures(),
+            crashes_total: self.metrics.crashes.get(),
+            rotations_total: self.metrics.rotations.get(),
+            last_restart_duration_ms: self.last_restart_ms,
             started_at: self.started_at,
             driver: match self.proxy.kind() {
                 crate::supervisor::DriverKind::Envoy => "envoy".into(),

@@ -93,6 +93,34 @@ pub async fn status(addr: SocketAddr) -> i32 {
     report(fetch_epochs(addr).await.map(|r| render_status(&r)))
 }
 
+/// `baton stats`: print the stats segment of a running baton, read through its
+/// status server, or with `pid` straight from `/proc/<pid>/fd`.
+pub async fn stats(addr: SocketAddr, pid: Option<u32>, prometheus: bool) -> i32 {
+    let outcome = match pid {
+        Some(pid) => crate::stats::Segment::open_pid(pid)
+            .map(|segment| {
+                let samples = segment.snapshot();
+                if prometheus {
+                    crate::stats::export::to_prometheus(&samples)
+                } else {
+                    crate::stats::export::to_json(&samples)
+                }
+            })
+            .map_err(|e| ClientError::Unexpected(format!("--pid {pid}: {e}"))),
+        None => {
+            let path = if prometheus {
+                "/stats/segment?format=prometheus"
+            } else {
+                "/stats/segment?format=json"
+            };
+            call(addr, Method::GET, path)
+                .await
+                .map(|body| String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    report(outcome)
+}
+
 fn report(outcome: Result<String, ClientError>) -> i32 {
     match outcome {
         Ok(text) => {

@@ -22,9 +22,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::bootstrap::CertPair;
-use crate::handoff::{self, ListenerSet};
+use crate::handoff::{self, ExtraFd, ListenerSet};
 use crate::proxy::{check_certs, PreflightError, Prepared, Proxy};
 use crate::ready::{self, EpochProbe, NotifySocket, ReadySpec};
+use crate::stats::{child, Segment};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::Reaper;
 
@@ -48,6 +49,7 @@ pub struct GenericProxy {
     pub runtime_dir: PathBuf,
     notify: Mutex<HashMap<u32, Arc<NotifySocket>>>,
     reaper: OnceLock<Reaper>,
+    stats: OnceLock<Arc<Segment>>,
 }
 
 impl GenericProxy {
@@ -74,6 +76,7 @@ impl GenericProxy {
             runtime_dir,
             notify: Mutex::new(HashMap::new()),
             reaper: OnceLock::new(),
+            stats: OnceLock::new(),
         }
     }
 
@@ -145,8 +148,10 @@ impl Proxy for GenericProxy {
         DriverKind::Generic
     }
 
-    async fn start(&self, reaper: &Reaper) {
+    async fn start(&self, reaper: &Reaper, stats: &Arc<Segment>) -> Result<(), String> {
         let _ = self.reaper.set(reaper.clone());
+        let _ = self.stats.set(stats.clone());
+        Ok(())
     }
 
     async fn preflight(&self, reaper: &Reaper, epoch: u32) -> Result<Prepared, PreflightError> {
@@ -165,7 +170,18 @@ impl Proxy for GenericProxy {
     fn command(&self, launch: &Launch) -> Result<Command, String> {
         let epoch = launch.epoch;
         let mut cmd = handoff::shim_command(handoff::SELF_EXE.as_ref(), &self.command, epoch);
-        handoff::prepare(&mut cmd, &self.listeners, &[], epoch)
+        let stats = self.stats.get();
+        if let Some(stats) = stats {
+            // Without a gauge lane the epoch's counters still work; say so and go on.
+            if let Err(e) = stats.begin_epoch(epoch) {
+                tracing::warn!(epoch, error = %e, "no gauge lane for this epoch in the stats segment");
+            }
+        }
+        let extra: Vec<ExtraFd<'_>> = stats
+            .map(|s| ExtraFd::new(child::ENV_STATS_FD, s.as_ref()))
+            .into_iter()
+            .collect();
+        handoff::prepare(&mut cmd, &self.listeners, &extra, epoch)
             .map_err(|e| format!("preparing the listeners for epoch {epoch}: {e}"))?;
         if self.ready == ReadySpec::Notify {
             let socket = NotifySocket::bind_in(&self.runtime_dir, epoch)

@@ -10,8 +10,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use crate::bootstrap::CertPair;
+use crate::stats::Segment;
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::Reaper;
 
@@ -76,8 +78,13 @@ pub trait Proxy: Send + Sync + 'static {
     /// Which handover protocol the state machine must follow.
     fn kind(&self) -> DriverKind;
 
-    /// Run once before the first epoch (e.g. ask Envoy for its hot restart version).
-    fn start(&self, reaper: &Reaper) -> impl Future<Output = ()> + Send;
+    /// Run once before the first epoch (e.g. ask Envoy for its hot restart version),
+    /// with the stats segment every epoch shares.
+    fn start(
+        &self,
+        reaper: &Reaper,
+        stats: &Arc<Segment>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Check and produce everything epoch `epoch` needs, without touching any running
     /// epoch.

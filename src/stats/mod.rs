@@ -53,6 +53,7 @@
 pub mod child;
 pub mod claim;
 pub mod error;
+pub mod export;
 pub mod layout;
 mod mapping;
 pub mod segment;

@@ -22,17 +22,22 @@ use prometheus_client::registry::Registry;
 
 use super::snapshot::Snapshot;
 use crate::http_client;
+use crate::stats::export::{to_prometheus, BATON_PREFIX};
+use crate::stats::Sample;
 
 /// The `Content-Type` of the combined body.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// The whole body of `GET /stats/prometheus` for `snapshot`.
-pub async fn scrape(snapshot: &Snapshot, envoy_timeout: Duration) -> Vec<u8> {
+/// The whole body of `GET /stats/prometheus` for `snapshot` and the samples of the
+/// stats segment (baton's own, already encoded from the snapshot, are left out).
+pub async fn scrape(snapshot: &Snapshot, segment: &[Sample], envoy_timeout: Duration) -> Vec<u8> {
     let envoy = match snapshot.envoy_admin {
         Some(admin) => Some(fetch_envoy(admin, envoy_timeout).await),
         None => None,
     };
     let mut body = encode_baton(snapshot, envoy.as_ref().map(Option::is_some)).into_bytes();
+    let others = segment.iter().filter(|s| !s.name.starts_with(BATON_PREFIX));
+    body.extend_from_slice(to_prometheus(others).as_bytes());
     if let Some(Some(text)) = envoy {
         body.extend_from_slice(&text);
         if !text.ends_with(b"\n") {

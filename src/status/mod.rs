@@ -4,7 +4,8 @@
 //! | route | method | answer |
 //! | --- | --- | --- |
 //! | `/healthz/ready` | GET | 200 `ready` when an epoch serves and is ready; 503 with a one-line reason otherwise |
-//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, then (envoy mode) Envoy's own `/stats/prometheus`; Prometheus text 0.0.4 |
+//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, the stats segment (proxies' own metrics, Envoy's counters carried across epochs), then (envoy mode) Envoy's own `/stats/prometheus`; Prometheus text 0.0.4 |
+//! | `/stats/segment` | GET | the whole stats segment; `?format=json` (default) or `?format=prometheus` |
 //! | `/epochs` | GET | JSON [`EpochsReport`]: readiness, epochs (oldest first), last error, counters |
 //! | `/restart` | POST, loopback | 202 JSON [`RestartReply`]: started, coalesced, deferred or refused |
 //! | `/drain` | POST, loopback | 202 text: the serving epoch drains, baton keeps running, readiness turns 503 |
@@ -30,12 +31,15 @@ mod snapshot;
 mod tests;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+
+use crate::stats::Segment;
 
 pub use command::{Command, RestartReply};
 pub use loopback::{is_loopback, LoopbackPeer};
@@ -57,6 +61,7 @@ pub struct StatusState {
     commands: mpsc::UnboundedSender<Command>,
     envoy_stats_timeout: Duration,
     reply_timeout: Duration,
+    segment: Option<Arc<Segment>>,
 }
 
 impl StatusState {
@@ -71,7 +76,14 @@ impl StatusState {
             commands,
             envoy_stats_timeout: DEFAULT_ENVOY_STATS_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            segment: None,
         }
+    }
+
+    /// Export the stats segment too (`/stats/segment`, and in `/stats/prometheus`).
+    pub fn with_segment(mut self, segment: Arc<Segment>) -> Self {
+        self.segment = Some(segment);
+        self
     }
 
     /// Wait at most `timeout` for Envoy's stats on each scrape.
@@ -95,6 +107,7 @@ pub fn router(state: StatusState) -> Router {
         .route("/healthz/ready", get(routes::ready))
         .route("/stats/prometheus", get(routes::prometheus))
         .route("/epochs", get(routes::epochs))
+        .route("/stats/segment", get(routes::segment))
         .route("/restart", post(routes::restart))
         .route("/drain", post(routes::drain))
         .route("/quitquitquit", post(routes::quit))

@@ -43,8 +43,47 @@ pub(super) async fn epochs(State(state): State<StatusState>) -> Json<EpochsRepor
 /// `GET /stats/prometheus`.
 pub(super) async fn prometheus(State(state): State<StatusState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
-    let body = metrics::scrape(&snapshot, state.envoy_stats_timeout).await;
+    let segment = state
+        .segment
+        .as_ref()
+        .map(|s| s.snapshot())
+        .unwrap_or_default();
+    let body = metrics::scrape(&snapshot, &segment, state.envoy_stats_timeout).await;
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The format asked of `GET /stats/segment`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct SegmentQuery {
+    format: Option<String>,
+}
+
+/// `GET /stats/segment`.
+pub(super) async fn segment(
+    State(state): State<StatusState>,
+    axum::extract::Query(query): axum::extract::Query<SegmentQuery>,
+) -> Response {
+    let Some(segment) = &state.segment else {
+        return (StatusCode::NOT_FOUND, "no stats segment\n").into_response();
+    };
+    let samples = segment.snapshot();
+    match query.format.as_deref() {
+        None | Some("json") => (
+            [(header::CONTENT_TYPE, "application/json")],
+            crate::stats::export::to_json(&samples),
+        )
+            .into_response(),
+        Some("prometheus") => (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            crate::stats::export::to_prometheus(&samples),
+        )
+            .into_response(),
+        Some(other) => (
+            StatusCode::BAD_REQUEST,
+            format!("format={other}: expected json or prometheus\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// `POST /restart`.

@@ -6,4 +6,5 @@ mod harness;
 mod load;
 mod render;
 mod rotation;
+mod stats;
 mod status;

@@ -1,13 +1,16 @@
 //! [`EnvoyProxy`]: the Envoy driver behind the [`Proxy`] trait, with the state that
 //! outlives one epoch (chains, the binary's hot restart version).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::chains::Chains;
-use super::EnvoyDriver;
+use super::{statsd, EnvoyDriver, StatsSink};
 use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy};
+use crate::stats::{Counter, Segment};
 use crate::supervisor::{DriverKind, Launch};
 use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
 use crate::sys::Reaper;
@@ -17,17 +20,29 @@ pub struct EnvoyProxy {
     driver: EnvoyDriver,
     chains: Mutex<Chains>,
     hot_restart_version: Mutex<Option<String>>,
+    statsd: Mutex<Option<TcpListener>>,
 }
 
 impl EnvoyProxy {
-    /// A driver whose first chain uses `base_id` when given.
-    pub fn new(driver: EnvoyDriver, base_id: Option<u64>) -> Self {
+    /// A driver whose first chain uses `base_id` when given; every epoch sends its
+    /// counters to a TCP port bound here every `flush`.
+    pub fn new(
+        mut driver: EnvoyDriver,
+        base_id: Option<u64>,
+        flush: Duration,
+    ) -> std::io::Result<Self> {
+        let statsd = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        driver.stats_sink = Some(StatsSink {
+            port: statsd.local_addr()?.port(),
+            flush,
+        });
         let chains = Chains::new(&driver.config_dir, base_id);
-        EnvoyProxy {
+        Ok(EnvoyProxy {
             driver,
             chains: Mutex::new(chains),
             hot_restart_version: Mutex::new(None),
-        }
+            statsd: Mutex::new(Some(statsd)),
+        })
     }
 
     /// The settings.
@@ -45,7 +60,12 @@ impl Proxy for EnvoyProxy {
         DriverKind::Envoy
     }
 
-    async fn start(&self, reaper: &Reaper) {
+    async fn start(&self, reaper: &Reaper, stats: &Arc<Segment>) -> Result<(), String> {
+        let socket = self.statsd.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(socket) = socket {
+            statsd::spawn_receiver(socket, carry_into(stats.clone()))
+                .map_err(|e| format!("statsd receiver: {e}"))?;
+        }
         match self.driver.hot_restart_version(reaper).await {
             Ok(v) => {
                 tracing::debug!(version = %v, "envoy hot restart version");
@@ -56,6 +76,7 @@ impl Proxy for EnvoyProxy {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read envoy's hot restart version"),
         }
+        Ok(())
     }
 
     async fn preflight(&self, reaper: &Reaper, epoch: u32) -> Result<Prepared, PreflightError> {
@@ -115,4 +136,23 @@ impl Proxy for EnvoyProxy {
     fn admin_addr(&self) -> Option<SocketAddr> {
         Some(self.driver.admin)
     }
+}
+
+/// Add each counter delta to the segment counter of the same name, resolving each
+/// name once.
+fn carry_into(stats: Arc<Segment>) -> statsd::DeltaSink {
+    let handles: Mutex<HashMap<String, Counter>> = Mutex::new(HashMap::new());
+    Arc::new(move |name: &str, delta: u64| {
+        let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = handles.get(name) {
+            return counter.add(delta);
+        }
+        match stats.counter(name) {
+            Ok(counter) => {
+                counter.add(delta);
+                handles.insert(name.to_string(), counter);
+            }
+            Err(e) => tracing::debug!(name, error = %e, "envoy counter not carried"),
+        }
+    })
 }

@@ -7,19 +7,21 @@
 //! `--stats-flush-interval`) and passes `--skip-hot-restart-parent-stats`: each epoch
 //! then reports exactly its own increments, as deltas, and baton adds them up.
 //!
-//! **Invariant (exactness):** an epoch's last increments reach baton if it flushes
-//! after them: on SIGTERM Envoy flushes its sinks, and a parent that its child
-//! terminates has, by then, drained for `--drain-duration` and flushed at least once
-//! more, because baton waits `--drain-duration` + the flush interval before a restart
-//! that would terminate it and requires `--parent-shutdown-duration` ≥ both. Only an
+//! **Invariant (exactness):** a parent's last increments reach baton if its child
+//! merges them before the parent is terminated: baton waits `--drain-duration` plus
+//! one flush interval before a restart that would terminate it, and requires
+//! `--parent-shutdown-duration` ≥ both; on SIGTERM Envoy flushes its sinks. Only an
 //! epoch that is killed (SIGKILL, crash) loses its last flush interval.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-/// The counter deltas of one statsd datagram: `name:value|c` lines (Envoy's sink
-/// sends one metric per line). Gauges, timers and malformed lines are skipped.
+/// The cluster baton adds for its sink.
+pub const CLUSTER: &str = "baton_statsd";
+
+/// The counter deltas of statsd text: `name:value|c` lines (Envoy's sink sends one
+/// metric per line). Gauges, timers and malformed lines are skipped.
 pub fn counter_deltas(datagram: &[u8]) -> Vec<(&str, u64)> {
     let Ok(text) = std::str::from_utf8(datagram) else {
         return Vec::new();
@@ -37,7 +39,8 @@ pub fn counter_deltas(datagram: &[u8]) -> Vec<(&str, u64)> {
         .collect()
 }
 
-/// Add baton's statsd sink and flush interval to a JSON bootstrap.
+/// Add baton's statsd sink (and its cluster) and the flush interval to a JSON
+/// bootstrap.
 pub fn add_sink(bootstrap: &mut Value, port: u16, flush: Duration) {
     let Some(root) = bootstrap.as_object_mut() else {
         return;
@@ -46,19 +49,73 @@ pub fn add_sink(bootstrap: &mut Value, port: u16, flush: Duration) {
         "name": "envoy.stat_sinks.statsd",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.config.metrics.v3.StatsdSink",
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": port, "protocol": "UDP" } }
+            "tcp_cluster_name": CLUSTER
         }
     });
-    match root.get_mut("stats_sinks").and_then(Value::as_array_mut) {
-        Some(sinks) => sinks.push(sink),
-        None => {
-            root.insert("stats_sinks".into(), Value::Array(vec![sink]));
+    let cluster = json!({
+        "name": CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": "127.0.0.1", "port_value": port }
+            } } }] }]
         }
+    });
+    push(root, "stats_sinks", sink);
+    let statics = root.entry("static_resources").or_insert_with(|| json!({}));
+    if let Some(statics) = statics.as_object_mut() {
+        push(statics, "clusters", cluster);
     }
     root.insert(
         "stats_flush_interval".into(),
         Value::String(format!("{:.3}s", flush.as_secs_f64())),
     );
+}
+
+fn push(object: &mut serde_json::Map<String, Value>, key: &str, item: Value) {
+    match object.get_mut(key).and_then(Value::as_array_mut) {
+        Some(list) => list.push(item),
+        None => {
+            object.insert(key.into(), Value::Array(vec![item]));
+        }
+    }
+}
+
+/// Where carried counter deltas go (the stats segment, in baton).
+pub type DeltaSink = std::sync::Arc<dyn Fn(&str, u64) + Send + Sync>;
+
+/// Accept Envoy's statsd connections on `listener` until the runtime ends, adding
+/// every counter delta to `sink`.
+pub fn spawn_receiver(listener: std::net::TcpListener, sink: DeltaSink) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(read_lines(stream, sink.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "statsd receiver failed; Envoy counters stop being carried");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One epoch's statsd stream: whole lines only (a flush may span reads).
+async fn read_lines(stream: tokio::net::TcpStream, sink: DeltaSink) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        for (name, delta) in counter_deltas(line.as_bytes()) {
+            sink(name, delta);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -91,41 +148,18 @@ mod tests {
         add_sink(&mut b, 9125, Duration::from_millis(250));
         assert_eq!(b["stats_sinks"].as_array().unwrap().len(), 2);
         assert_eq!(
-            b["stats_sinks"][1]["typed_config"]["address"]["socket_address"]["port_value"],
-            9125
+            b["stats_sinks"][1]["typed_config"]["tcp_cluster_name"],
+            CLUSTER
         );
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(cluster["name"], CLUSTER);
+        let address =
+            &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        assert_eq!(address["socket_address"]["port_value"], 9125);
         assert_eq!(b["stats_flush_interval"], "0.250s");
         let mut empty = json!({});
         add_sink(&mut empty, 1, Duration::from_secs(5));
         assert_eq!(empty["stats_sinks"].as_array().unwrap().len(), 1);
         assert_eq!(empty["stats_flush_interval"], "5.000s");
     }
-}
-
-/// Where carried counter deltas go (the stats segment, in baton).
-pub type DeltaSink = std::sync::Arc<dyn Fn(&str, u64) + Send + Sync>;
-
-/// Receive statsd datagrams on `socket` until the runtime ends, adding every counter
-/// delta to `sink`.
-pub fn spawn_receiver(socket: std::net::UdpSocket, sink: DeltaSink) -> std::io::Result<()> {
-    socket.set_nonblocking(true)?;
-    let socket = tokio::net::UdpSocket::from_std(socket)?;
-    tokio::spawn(async move {
-        // Envoy's statsd sink sends datagrams of at most a few KiB.
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match socket.recv(&mut buf).await {
-                Ok(n) => {
-                    for (name, delta) in counter_deltas(&buf[..n]) {
-                        sink(name, delta);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "statsd receiver failed; Envoy counters stop being carried");
-                    break;
-                }
-            }
-        }
-    });
-    Ok(())
 }

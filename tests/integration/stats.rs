@@ -1,0 +1,155 @@
+//! Counters that never go backwards: the stats segment across epochs of `baton run`
+//! (a Rust proxy counting with `baton::child`), and Envoy's counters carried by baton.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use super::harness::*;
+use super::load::Load;
+
+const START: Duration = Duration::from_secs(30);
+
+/// `target/<profile>/examples/counting_proxy`, built by `cargo test` with the crate.
+fn counting_proxy() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join("examples").join("counting_proxy");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo test --all-targets`",
+        path.display()
+    );
+    path
+}
+
+/// `baton stats` of a running baton, as JSON samples.
+fn baton_stats(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("stats")
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .expect("baton stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("JSON samples")
+}
+
+fn value_of(samples: &[Value], name: &str) -> Option<i64> {
+    samples
+        .iter()
+        .find(|s| s["name"] == json!(name))
+        .and_then(|s| s["value"].as_i64())
+}
+
+#[test]
+fn child_counters_add_up_exactly_across_twenty_hot_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, status) = (free_port(), free_port());
+    let proxy = counting_proxy();
+    let args: Vec<String> = [
+        "run",
+        "--listen",
+        &format!("http=tcp://127.0.0.1:{port}"),
+        "--status-addr",
+        &format!("127.0.0.1:{status}"),
+        "--ready",
+        "delay:150ms",
+        "--parent-shutdown-duration",
+        "5s",
+        "--",
+        proxy.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut baton = Baton::start(dir, &args);
+    baton.wait_serving(0, START);
+    let load = Load::start(port, 4, 1_000_000, Duration::from_secs(120));
+    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
+    for epoch in 1..=20u64 {
+        let before = load.ok();
+        baton.signal(Signal::SIGHUP);
+        baton.wait_serving(epoch, START);
+        eventually("requests through the new epoch", START, || {
+            (load.ok() > before + 100).then_some(())
+        });
+    }
+    let tally = load.stop();
+    assert_eq!(tally.errors, 0, "{:?}", tally.samples);
+    let addr = format!("127.0.0.1:{status}");
+    let samples = baton_stats(&["--status-addr", &addr]);
+    let counted = value_of(&samples, "requests").expect("requests counter");
+    eprintln!(
+        "child counter across 20 restarts: client {} ok, segment {counted}",
+        tally.ok
+    );
+    assert_eq!(counted as u64, tally.ok);
+    // The same segment, read straight from baton's fds.
+    let by_pid = baton_stats(&["--pid", &baton.pid().to_string()]);
+    assert_eq!(value_of(&by_pid, "requests"), Some(counted));
+    assert_eq!(value_of(&by_pid, "baton.restarts"), Some(20));
+    // Drained epochs left no connections behind in the gauge.
+    eventually("old epochs gone", START, || {
+        let s = baton_stats(&["--status-addr", &addr]);
+        (value_of(&s, "baton.epochs_running") == Some(1)).then_some(())
+    });
+    let s = baton_stats(&["--status-addr", &addr]);
+    assert_eq!(value_of(&s, "connections"), Some(0), "{s:?}");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}
+
+#[test]
+fn envoy_counters_carry_across_twenty_hot_restarts_exactly() {
+    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    let status = baton.status_port;
+    baton.wait_serving(0, START);
+    let load = Load::start(port, 4, 1_000_000, Duration::from_secs(120));
+    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
+    for epoch in 1..=20u64 {
+        let before = load.ok();
+        baton.signal(Signal::SIGHUP);
+        baton.wait_serving(epoch, START);
+        eventually("requests through the new epoch", START, || {
+            (load.ok() > before + 100).then_some(())
+        });
+    }
+    let tally = load.stop();
+    assert_eq!(tally.errors, 0, "{:?}", tally.samples);
+    let addr = format!("127.0.0.1:{status}");
+    let name = "envoy.http.ingress_http.downstream_rq_total";
+    // Epochs flush every 250ms; the last increments arrive within a few flushes.
+    let mut last = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let carried = loop {
+        let v = value_of(&baton_stats(&["--status-addr", &addr]), name).unwrap_or(0) as u64;
+        if v >= tally.ok || std::time::Instant::now() > deadline {
+            break v;
+        }
+        if v != last {
+            last = v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "envoy counter across 20 restarts: client {} ok, carried {carried}",
+        tally.ok
+    );
+    assert_eq!(carried, tally.ok);
+    let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
+    let line = format!("envoy_http_ingress_http_downstream_rq_total {carried}");
+    assert!(metrics.contains(&line), "{line} missing");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}
