@@ -6,7 +6,10 @@ use anyhow::Context;
 
 use crate::cli::RenderArgs;
 use crate::config::{self, ConfigError, Env};
-use crate::proxy::envoy::{EnvoyDriver, EnvoyOptions};
+use crate::proxy::envoy::{EnvoyDriver, EnvoyOptions, StatsSink};
+
+/// `--stats-flush-interval`'s default, shown by `baton render`.
+const RENDER_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::supervisor::state::EXIT_CONFIG;
 use crate::sys::Reaper;
 
@@ -41,7 +44,12 @@ pub fn render(args: &RenderArgs, env: &dyn Env) -> anyhow::Result<i32> {
         },
         ready_timeout: Default::default(),
         certs: Vec::new(),
-        stats_sink: None,
+        // What `baton envoy` adds, so it is visible here; the real port is chosen when
+        // baton runs.
+        stats_sink: Some(StatsSink {
+            port: 0,
+            flush: RENDER_FLUSH_INTERVAL,
+        }),
     };
     let result = produce(&driver, validator.is_some(), args);
     let _ = std::fs::remove_dir_all(&scratch);
