@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::harness::*;
-use super::load::Load;
+use super::load::{hot_restarts_under_load, Load};
 
 const START: Duration = Duration::from_secs(30);
 
@@ -124,18 +124,7 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
 fn no_request_fails_across_five_hot_restarts() {
     let (mut baton, upstream, port) = EnvoySetup::new().start("standalone", &[]);
     baton.wait_serving(0, START);
-    let load = Load::start(port, 4, 200_000, Duration::from_secs(90));
-    eventually("load to flow", START, || (load.ok() > 50).then_some(()));
-    for epoch in 1..=5u64 {
-        let before = load.ok();
-        baton.signal(Signal::SIGHUP);
-        baton.wait_serving(epoch, START);
-        // Let requests flow through the new epoch before the next restart.
-        eventually("requests through the new epoch", START, || {
-            (load.ok() > before + 200).then_some(())
-        });
-    }
-    let tally = load.stop();
+    let tally = hot_restarts_under_load(&mut baton, port, 5, 200);
     eprintln!(
         "load across 5 hot restarts: {} ok, {} errors, {} stale keep-alive retries; upstream saw {}",
         tally.ok,

@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use super::harness::*;
-use super::load::Load;
+use super::load::hot_restarts_under_load;
 
 const START: Duration = Duration::from_secs(30);
 
@@ -217,21 +217,11 @@ fn a_proxy_that_binds_its_own_port_is_detected_and_refused() {
 /// Ten hot restarts under load; every old epoch drains and exits; nothing is left.
 fn ten_restarts_under_load(mut baton: Baton, port: u16, what: &str) {
     baton.wait_serving(0, START);
-    let load = Load::start(port, 4, 500_000, Duration::from_secs(120));
-    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
-    for epoch in 1..=10u64 {
-        let before = load.ok();
-        baton.signal(Signal::SIGHUP);
-        baton.wait_serving(epoch, START);
-        eventually("requests through the new epoch", START, || {
-            (load.ok() > before + 200).then_some(())
-        });
-    }
+    let tally = hot_restarts_under_load(&mut baton, port, 10, 200);
     for epoch in 0..10u64 {
         let exit = baton.wait_for("epoch exited", &[("epoch", json!(epoch))], START);
         assert_eq!(exit["role"], json!("draining"), "{what}: {exit}");
     }
-    let tally = load.stop();
     eprintln!(
         "{what}: 10 hot restarts under load: {} ok, {} errors, {} stale keep-alive retries",
         tally.ok, tally.errors, tally.stale_retries

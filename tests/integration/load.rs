@@ -207,3 +207,29 @@ fn exchange(reader: &mut BufReader<TcpStream>) -> Outcome {
     }
     Outcome::Ok { close }
 }
+
+/// Put `port` under load, hot-restart `baton` `restarts` times by SIGHUP (each time
+/// waiting for the new epoch to serve and `per_epoch` requests to go through it),
+/// and return the tally. Epoch numbers are expected to count up from 1.
+pub fn hot_restarts_under_load(
+    baton: &mut super::harness::Baton,
+    port: u16,
+    restarts: u64,
+    per_epoch: u64,
+) -> Tally {
+    use super::harness::eventually;
+    let deadline = Duration::from_secs(30);
+    let load = Load::start(port, 4, 2_000_000, Duration::from_secs(180));
+    eventually("load to flow", deadline, || {
+        (load.ok() > per_epoch).then_some(())
+    });
+    for epoch in 1..=restarts {
+        let before = load.ok();
+        baton.signal(nix::sys::signal::Signal::SIGHUP);
+        baton.wait_serving(epoch, deadline);
+        eventually("requests through the new epoch", deadline, || {
+            (load.ok() > before + per_epoch).then_some(())
+        });
+    }
+    load.stop()
+}

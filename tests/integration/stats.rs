@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use super::harness::*;
-use super::load::Load;
+use super::load::hot_restarts_under_load;
 
 const START: Duration = Duration::from_secs(30);
 
@@ -75,17 +75,7 @@ fn child_counters_add_up_exactly_across_twenty_hot_restarts() {
     .collect();
     let mut baton = Baton::start(dir, &args);
     baton.wait_serving(0, START);
-    let load = Load::start(port, 4, 1_000_000, Duration::from_secs(120));
-    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
-    for epoch in 1..=20u64 {
-        let before = load.ok();
-        baton.signal(Signal::SIGHUP);
-        baton.wait_serving(epoch, START);
-        eventually("requests through the new epoch", START, || {
-            (load.ok() > before + 100).then_some(())
-        });
-    }
-    let tally = load.stop();
+    let tally = hot_restarts_under_load(&mut baton, port, 20, 100);
     assert_eq!(tally.errors, 0, "{:?}", tally.samples);
     let addr = format!("127.0.0.1:{status}");
     let samples = baton_stats(&["--status-addr", &addr]);
@@ -115,17 +105,7 @@ fn envoy_counters_carry_across_twenty_hot_restarts_exactly() {
     let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
     let status = baton.status_port;
     baton.wait_serving(0, START);
-    let load = Load::start(port, 4, 1_000_000, Duration::from_secs(120));
-    eventually("load to flow", START, || (load.ok() > 100).then_some(()));
-    for epoch in 1..=20u64 {
-        let before = load.ok();
-        baton.signal(Signal::SIGHUP);
-        baton.wait_serving(epoch, START);
-        eventually("requests through the new epoch", START, || {
-            (load.ok() > before + 100).then_some(())
-        });
-    }
-    let tally = load.stop();
+    let tally = hot_restarts_under_load(&mut baton, port, 20, 100);
     assert_eq!(tally.errors, 0, "{:?}", tally.samples);
     let addr = format!("127.0.0.1:{status}");
     let name = "envoy.http.ingress_http.downstream_rq_total";
