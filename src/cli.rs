@@ -282,7 +282,7 @@ pub struct RunArgs {
     #[arg(long, env = "BATON_DRAIN_SIGNAL", default_value = "SIGTERM")]
     pub drain_signal: String,
     /// Old epochs that may drain at once; beyond it the oldest is killed early.
-    #[arg(long, env = "BATON_MAX_DRAINING", default_value_t = 8)]
+    #[arg(long, env = "BATON_MAX_DRAINING", default_value_t = 32)]
     pub max_draining: usize,
     /// Command run with `sh -c` before every restart; non-zero keeps the serving epoch.
     #[arg(long, env = "BATON_PREFLIGHT", value_name = "CMD")]

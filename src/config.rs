@@ -37,7 +37,7 @@ pub const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Time between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// Generic driver: old epochs draining at once before the oldest is killed early.
-pub const DEFAULT_MAX_DRAINING: usize = 8;
+pub const DEFAULT_MAX_DRAINING: usize = 32;
 /// Margin past Envoy's own parent shutdown before baton steps in.
 pub const DRAIN_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
