@@ -160,7 +160,7 @@ def hot(baton, envoy, work, restarts, gap):
     for line in open(log_path):
         if line.startswith("{"):
             rec = json.loads(line)
-            if "serving" in rec.get("message", "") and rec.get("epoch", 0) > 0:
+            if rec.get("message") == "epoch ready and serving" and rec.get("epoch", 0) > 0:
                 logged.append(rec["restart_ms"] / 1000)
                 startup.append(rec["startup_ms"] / 1000)
     return times, (logged, startup), total, errors, code
@@ -174,7 +174,7 @@ def fmt(xs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--restarts", type=int, default=20)
-    ap.add_argument("--gap", type=float, default=1.2, help="seconds between restarts")
+    ap.add_argument("--gap", type=float, default=1.5, help="seconds between restarts")
     ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
     ap.add_argument("--envoy", required=True)
     a = ap.parse_args()
