@@ -4,6 +4,7 @@ mod envoy;
 mod generic;
 mod harness;
 mod load;
+mod pid1;
 mod render;
 mod rotation;
 mod stats;
