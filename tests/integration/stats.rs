@@ -13,20 +13,38 @@ use super::load::hot_restarts_under_load;
 
 const START: Duration = Duration::from_secs(30);
 
-/// `target/<profile>/examples/counting_proxy`, built by `cargo test` with the crate.
+/// The `counting_proxy` example, built by `cargo test --all-targets` with the crate:
+/// `target/<profile>/examples/counting_proxy` or, when cargo built it only for
+/// testing, its hashed name: the newest of them.
 fn counting_proxy() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join("examples").join("counting_proxy");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo test --all-targets`",
-        path.display()
-    );
-    path
+        .expect("target dir")
+        .join("examples");
+    let newest = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name == "counting_proxy" || name.starts_with("counting_proxy-")) && !name.contains('.')
+        })
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            (meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                .then(|| (meta.modified().ok(), e.path()))
+        })
+        .max();
+    match newest {
+        Some((_, path)) => path,
+        None => panic!(
+            "no counting_proxy in {}: run `cargo test --all-targets`",
+            dir.display()
+        ),
+    }
 }
 
 /// `baton stats` of a running baton, as JSON samples.
