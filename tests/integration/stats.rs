@@ -13,38 +13,22 @@ use super::load::hot_restarts_under_load;
 
 const START: Duration = Duration::from_secs(30);
 
-/// The `counting_proxy` example, built by `cargo test --all-targets` with the crate:
-/// `target/<profile>/examples/counting_proxy` or, when cargo built it only for
-/// testing, its hashed name: the newest of them.
+/// `target/<profile>/examples/counting_proxy`: `scripts/test` builds it first
+/// (`cargo build --examples`; `cargo test` alone only leaves hashed copies, some of
+/// which are test harnesses).
 fn counting_proxy() -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples");
-    let newest = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name == "counting_proxy" || name.starts_with("counting_proxy-")) && !name.contains('.')
-        })
-        .filter_map(|e| {
-            let meta = e.metadata().ok()?;
-            (meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-                .then(|| (meta.modified().ok(), e.path()))
-        })
-        .max();
-    match newest {
-        Some((_, path)) => path,
-        None => panic!(
-            "no counting_proxy in {}: run `cargo test --all-targets`",
-            dir.display()
-        ),
-    }
+        .expect("target dir");
+    let path = dir.join("examples").join("counting_proxy");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/test, or `cargo build --examples` first",
+        path.display()
+    );
+    path
 }
 
 /// `baton stats` of a running baton, as JSON samples.
