@@ -49,6 +49,8 @@ import tempfile
 import time
 import urllib.request
 
+from common import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAPROXY_EXAMPLE = os.path.join(ROOT, "examples", "haproxy", "haproxy.cfg")
 NGINX_EXAMPLE = os.path.join(ROOT, "examples", "nginx", "nginx.conf")
@@ -84,14 +86,6 @@ def tool(name):
     if not os.access(path, os.X_OK):
         sys.exit(f"{name} not found (scripts/install-test-deps installs it)")
     return path
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def become_subreaper():

@@ -38,18 +38,12 @@ import sys
 import tempfile
 import time
 
+from common import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POLL = 0.002          # seconds between handshake attempts
 SETTLE = 1.1          # seconds after the new epoch serves (> --drain-duration 1s)
 ROTATION_TIMEOUT = 30.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def parse_duration_ms(text):
