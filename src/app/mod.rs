@@ -58,8 +58,11 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
 /// Supervise any proxy on sockets baton holds until shutdown; returns the exit code.
 pub fn run_generic(settings: RunSettings) -> anyhow::Result<i32> {
     let runtime_dir = settings.proxy.runtime_dir.clone();
-    std::fs::create_dir_all(&runtime_dir)
-        .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    // Only notify sockets live there.
+    if settings.proxy.ready == crate::ready::ReadySpec::Notify {
+        std::fs::create_dir_all(&runtime_dir)
+            .with_context(|| format!("creating {}", runtime_dir.display()))?;
+    }
     for listener in settings.proxy.listeners.listeners() {
         tracing::info!(listener = %listener.spec().name, address = %listener.local_addr(), "holding listener");
     }

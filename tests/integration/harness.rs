@@ -213,6 +213,8 @@ impl Baton {
         let child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
+            // baton's private files (notify sockets) go into the test's own temp dir.
+            .env("TMPDIR", dir.path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())

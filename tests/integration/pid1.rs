@@ -24,6 +24,7 @@ impl Pid1 {
             .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
             .arg(env!("CARGO_BIN_EXE_baton"))
             .args(baton_args)
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
