@@ -268,3 +268,42 @@ fn orphans_of_the_proxy_are_reaped() {
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }
+
+#[test]
+fn a_static_yaml_custom_config_is_used_as_is_and_hot_restarts() {
+    let setup = EnvoySetup::new();
+    let yaml = setup.path("envoy.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n\
+             static_resources:\n  listeners:\n  - name: l\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n\
+             \x20   filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n\
+             \x20       typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n\
+             \x20         stat_prefix: custom\n          route_config:\n            virtual_hosts:\n            - name: all\n              domains: [\"*\"]\n\
+             \x20             routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }}]\n\
+             \x20         http_filters:\n          - name: envoy.filters.http.router\n\
+             \x20           typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n",
+            admin = setup.admin_port,
+            port = setup.listen_port
+        ),
+    )
+    .unwrap();
+    let mut args = setup.args("standalone", &[]);
+    // Replace the template with the static file.
+    let at = args.iter().position(|a| a == "--template").unwrap();
+    args.splice(
+        at..at + 2,
+        ["--custom-config".to_string(), yaml.display().to_string()],
+    );
+    let port = setup.listen_port;
+    let mut baton = Baton::start(setup.dir, &args);
+    baton.wait_serving(0, START);
+    assert_eq!(get(port), Ok(200));
+    assert!(baton.config_dir().join("envoy-rev0.yaml").exists());
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(1, START);
+    assert_eq!(get(port), Ok(200));
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+}

@@ -301,3 +301,24 @@ fn nginx_example_serves_through_ten_hot_restarts_without_a_failed_request() {
     let baton = Baton::start(dir, &args);
     ten_restarts_under_load(baton, port, "nginx");
 }
+
+#[test]
+fn usr1_usr2_and_winch_reach_the_serving_epoch_only() {
+    let mut s = Activated::start("serve", &["--ready", "notify"]);
+    s.baton.wait_serving(0, START);
+    s.baton.signal(Signal::SIGHUP);
+    s.baton.wait_serving(1, START);
+    for sig in [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH] {
+        s.baton.signal(sig);
+    }
+    let log = s.mode.with_extension("signals");
+    let got = eventually("three signals noted", START, || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.lines().count() >= 3).then_some(text)
+    });
+    let mut lines: Vec<&str> = got.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, vec!["1 SIGUSR1", "1 SIGUSR2", "1 SIGWINCH"], "{got}");
+    s.baton.signal(Signal::SIGTERM);
+    assert_eq!(s.baton.wait_exit(START), Some(0));
+}
