@@ -172,9 +172,12 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         | BootstrapPlan::Custom(path) => watched.push(path.clone()),
         BootstrapPlan::Template { .. } => {}
     }
-    let mut supervision = supervision(DriverKind::Envoy, s, &args.triggers, watched);
     // A restart terminates the grandparent: let it drain and flush its counters first.
-    supervision.policy.drain_period = millis(drain_and_flush);
+    let handover = Handover {
+        drain_period: drain_and_flush,
+        max_draining: DEFAULT_MAX_DRAINING,
+    };
+    let supervision = supervision(DriverKind::Envoy, s, handover, &args.triggers, watched);
     let options = EnvoyOptions {
         drain_time: s.drain_duration,
         parent_shutdown: s.parent_shutdown_duration,
@@ -209,11 +212,12 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
 fn supervision(
     driver: DriverKind,
     s: &SupervisionArgs,
+    handover: Handover,
     t: &TriggerArgs,
     watched: Vec<PathBuf>,
 ) -> Supervision {
     Supervision {
-        policy: policy(driver, s),
+        policy: policy(driver, s, handover),
         status_addr: match t.status_addr {
             StatusAddr::Off => None,
             StatusAddr::At(addr) => Some(addr),
@@ -270,11 +274,7 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
     let drain_signal = parse_signal(&args.drain_signal)
         .map_err(|e| problems.push(e))
         .ok();
-    let certs: Vec<CertPair> = args
-        .certs
-        .iter()
-        .filter_map(|p| parse_cert_pair(p).map_err(|e| problems.push(e)).ok())
-        .collect();
+    let certs = cert_pairs(&args.certs, &mut problems);
     if s.ready_timeout.is_zero() {
         problems.push("--ready-timeout must be more than 0".into());
     }
@@ -303,11 +303,16 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
             certs,
             runtime_dir,
         ),
-        supervision: {
-            let mut sup = supervision(DriverKind::Generic, s, &args.triggers, watched);
-            sup.policy.max_draining = args.max_draining;
-            sup
-        },
+        supervision: supervision(
+            DriverKind::Generic,
+            s,
+            Handover {
+                drain_period: s.drain_duration,
+                max_draining: args.max_draining,
+            },
+            &args.triggers,
+            watched,
+        ),
     })
 }
 
@@ -351,8 +356,17 @@ fn millis(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
+/// The driver-specific parts of the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Handover {
+    /// How long an old epoch gets before another restart may cut it short.
+    pub drain_period: Duration,
+    /// Old epochs draining at once (generic driver).
+    pub max_draining: usize,
+}
+
 /// The state machine's knobs from the timing flags.
-pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
+pub fn policy(driver: DriverKind, s: &SupervisionArgs, handover: Handover) -> Policy {
     let ms = millis;
     let drain_deadline = match driver {
         DriverKind::Envoy => s.parent_shutdown_duration + DRAIN_DEADLINE_MARGIN,
@@ -367,8 +381,8 @@ pub fn policy(driver: DriverKind, s: &SupervisionArgs) -> Policy {
         },
         stable_after: ms(DEFAULT_STABLE_AFTER),
         drain_deadline: ms(drain_deadline),
-        drain_period: ms(s.drain_duration),
-        max_draining: DEFAULT_MAX_DRAINING,
+        drain_period: ms(handover.drain_period),
+        max_draining: handover.max_draining,
         termination_drain: ms(s.termination_drain_duration),
         kill_grace: ms(DEFAULT_KILL_GRACE),
     }
@@ -392,17 +406,7 @@ pub fn bootstrap_settings(
             Err(e) => problems.push(format!("--var {arg}: {e}")),
         }
     }
-    let certs: Vec<CertPair> = args
-        .certs
-        .iter()
-        .filter_map(|pair| match parse_cert_pair(pair) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        })
-        .collect();
+    let certs = cert_pairs(&args.certs, problems);
     let (config_dir, owns_config_dir) = match &args.config_dir {
         Some(dir) => (dir.clone(), false),
         None => (default_config_dir(env), true),
@@ -437,6 +441,13 @@ pub fn bootstrap_settings(
         admin_port: args.admin_port,
         certs,
     })
+}
+
+/// Every `--cert CERT:KEY` that parses; each one that does not is a problem.
+fn cert_pairs(raw: &[String], problems: &mut Vec<String>) -> Vec<CertPair> {
+    raw.iter()
+        .filter_map(|pair| parse_cert_pair(pair).map_err(|e| problems.push(e)).ok())
+        .collect()
 }
 
 fn parse_cert_pair(pair: &str) -> Result<CertPair, String> {

@@ -139,6 +139,7 @@ async fn supervise<P: Proxy>(proxy: P, supervision: Supervision) -> anyhow::Resu
                 return Ok(code);
             }
         }
+        shell.update_gauges(&state);
         snapshots.send_replace(shell.snapshot(&state));
     }
 }
@@ -161,7 +162,8 @@ async fn start_status_server(
 /// Where the answer to a status-server command goes once `step` has decided.
 enum Reply {
     Restart(tokio::sync::oneshot::Sender<RestartReply>),
-    Text(tokio::sync::oneshot::Sender<String>, &'static str),
+    Drain(tokio::sync::oneshot::Sender<String>),
+    Quit(tokio::sync::oneshot::Sender<String>),
 }
 
 fn command_event(command: Command) -> (Event, Option<Reply>) {
@@ -170,8 +172,8 @@ fn command_event(command: Command) -> (Event, Option<Reply>) {
             Event::RestartRequested(Trigger::Api),
             Some(Reply::Restart(reply)),
         ),
-        Command::Drain { reply } => (Event::DrainRequested, Some(Reply::Text(reply, "drain"))),
-        Command::Quit { reply } => (Event::ShutdownRequested, Some(Reply::Text(reply, "quit"))),
+        Command::Drain { reply } => (Event::DrainRequested, Some(Reply::Drain(reply))),
+        Command::Quit { reply } => (Event::ShutdownRequested, Some(Reply::Quit(reply))),
     }
 }
 
@@ -182,7 +184,7 @@ impl Reply {
             Reply::Restart(tx) => {
                 let _ = tx.send(restart_reply(actions, state));
             }
-            Reply::Text(tx, "drain") => {
+            Reply::Drain(tx) => {
                 let text = actions
                     .iter()
                     .find_map(|a| match a {
@@ -194,7 +196,7 @@ impl Reply {
                     .unwrap_or_else(|| "nothing to drain".into());
                 let _ = tx.send(text);
             }
-            Reply::Text(tx, _) => {
+            Reply::Quit(tx) => {
                 let _ = tx.send("shutting down".into());
             }
         }

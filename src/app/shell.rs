@@ -417,6 +417,14 @@ impl<P: Proxy> Shell<P> {
         }
     }
 
+    /// Bring baton's gauges in the stats segment up to date with the state machine.
+    pub fn update_gauges(&self, state: &State) {
+        let serving = state.serving().map_or(-1, |e| i64::from(e.number));
+        self.metrics.epoch.set(serving);
+        let running = state.epochs().iter().filter(|e| e.pid.is_some()).count();
+        self.metrics.epochs_running.set(running as i64);
+    }
+
     /// What the status server shows, from the state machine and the shell's records.
     pub fn snapshot(&self, state: &State) -> Snapshot {
         let mut epochs: Vec<EpochStatus> = self.history.iter().cloned().collect();
@@ -435,13 +443,6 @@ impl<P: Proxy> Shell<P> {
                 chain: view.chain,
             });
         }
-        let serving = state.serving();
-        self.metrics
-            .epoch
-            .set(serving.map_or(-1, |e| i64::from(e.number)));
-        self.metrics
-            .epochs_running
-            .set(state.epochs().iter().filter(|e| e.pid.is_some()).count() as i64);
         Snapshot {
             readiness: match state.readiness() {
                 Ok(()) => Readiness::Ready,

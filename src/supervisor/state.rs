@@ -519,8 +519,8 @@ fn place_in_chain(state: &mut State) -> (u32, u32) {
             .unwrap_or(0);
         return (chain, highest + 1);
     }
-    let any_started = state.started && state.epochs.iter().any(|e| e.pid.is_some());
-    if any_started || state.next_epoch > 0 {
+    // Epoch numbers are consumed only by spawns: any spawn used up the current chain.
+    if state.next_epoch > 0 {
         state.chain += 1;
     }
     state.chain_usable = true;

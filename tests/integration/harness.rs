@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -473,14 +473,4 @@ impl EnvoySetup {
         baton.status_port = self.status_port;
         (baton, self.upstream, port)
     }
-}
-
-/// Whether `path` exists.
-pub fn exists(path: &Path) -> bool {
-    path.exists()
-}
-
-/// Shut a stream down quietly.
-pub fn close(s: &TcpStream) {
-    let _ = s.shutdown(Shutdown::Both);
 }
