@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::defaults::{self, human};
+
 /// baton: a proxy supervisor with hot restart.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about, propagate_version = true)]
@@ -69,7 +71,7 @@ pub enum StatsFormat {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The status server of the baton to talk to.
-    #[arg(long, env = "BATON_STATUS_ADDR", default_value = DEFAULT_STATUS_ADDR)]
+    #[arg(long, env = "BATON_STATUS_ADDR", default_value = defaults::STATUS_ADDR)]
     pub status_addr: SocketAddr,
 }
 
@@ -80,12 +82,9 @@ pub struct WaitArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Give up (exit 1) after this long.
-    #[arg(long, env = "BATON_WAIT_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "BATON_WAIT_TIMEOUT", default_value = human(defaults::WAIT_TIMEOUT), value_parser = duration)]
     pub timeout: Duration,
 }
-
-/// The status server's default address.
-pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:15020";
 
 /// What triggers restarts besides SIGHUP, and the status server.
 #[derive(Debug, Args)]
@@ -99,19 +98,19 @@ pub struct TriggerArgs {
     )]
     pub watch: Vec<PathBuf>,
     /// Quiet period after the last file event before acting on it.
-    #[arg(long, env = "BATON_DEBOUNCE", default_value = "100ms", value_parser = duration)]
+    #[arg(long, env = "BATON_DEBOUNCE", default_value = human(defaults::DEBOUNCE), value_parser = duration)]
     pub debounce: Duration,
     /// Act at the latest this long after the first file event of a burst.
-    #[arg(long, env = "BATON_DEBOUNCE_CAP", default_value = "2s", value_parser = duration)]
+    #[arg(long, env = "BATON_DEBOUNCE_CAP", default_value = human(defaults::DEBOUNCE_CAP), value_parser = duration)]
     pub debounce_cap: Duration,
     /// Wait a random time up to this before a file-triggered restart (spreads a fleet).
-    #[arg(long, env = "BATON_RESTART_JITTER", default_value = "0s", value_parser = duration)]
+    #[arg(long, env = "BATON_RESTART_JITTER", default_value = human(defaults::RESTART_JITTER), value_parser = duration)]
     pub restart_jitter: Duration,
     /// How long to wait at startup for watched files and certificates to appear.
-    #[arg(long, env = "BATON_CERT_WAIT", default_value = "2m", value_parser = duration)]
+    #[arg(long, env = "BATON_CERT_WAIT", default_value = human(defaults::CERT_WAIT), value_parser = duration)]
     pub cert_wait: Duration,
     /// Status server address (`off` disables it).
-    #[arg(long, env = "BATON_STATUS_ADDR", default_value = DEFAULT_STATUS_ADDR, value_parser = status_addr)]
+    #[arg(long, env = "BATON_STATUS_ADDR", default_value = defaults::STATUS_ADDR, value_parser = status_addr)]
     pub status_addr: StatusAddr,
 }
 
@@ -140,7 +139,7 @@ pub struct LogArgs {
     #[arg(long, global = true, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log level or filter directives (`info`, `baton=debug`).
-    #[arg(long, global = true, env = "BATON_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "BATON_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
 }
 
@@ -157,7 +156,7 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
     /// Template: an embedded name (`envoy_bootstrap`, `standalone`) or a file path.
-    #[arg(long, env = "BATON_TEMPLATE", default_value = "envoy_bootstrap")]
+    #[arg(long, env = "BATON_TEMPLATE", default_value = defaults::TEMPLATE)]
     pub template: String,
     /// Extra template value KEY=VALUE (repeatable; a string named KEY in the template).
     #[arg(long = "var", env = "BATON_VAR", value_name = "KEY=VALUE")]
@@ -169,26 +168,36 @@ pub struct BootstrapArgs {
     #[arg(long, env = "BATON_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
     /// Envoy admin port on 127.0.0.1.
-    #[arg(long, env = "BATON_ADMIN_PORT", default_value_t = 15000)]
+    #[arg(long, env = "BATON_ADMIN_PORT", default_value_t = defaults::ADMIN_PORT)]
     pub admin_port: u16,
     /// Envoy `--service-cluster` and the node's cluster.
-    #[arg(long, env = "BATON_SERVICE_CLUSTER", default_value = "baton")]
+    #[arg(long, env = "BATON_SERVICE_CLUSTER", default_value = defaults::SERVICE_CLUSTER)]
     pub service_cluster: String,
     /// Envoy `--service-node` and the node id
     /// [default: sidecar~$INSTANCE_IP~$POD_NAME.$POD_NAMESPACE~$POD_NAMESPACE.svc.cluster.local].
     #[arg(long, env = "BATON_SERVICE_NODE")]
     pub service_node: Option<String>,
     /// xDS server host:port (empty: none).
-    #[arg(
-        long,
-        env = "BATON_DISCOVERY_ADDRESS",
-        default_value = "istiod.istio-system.svc:15012"
-    )]
+    #[arg(long, env = "BATON_DISCOVERY_ADDRESS", default_value = defaults::DISCOVERY_ADDRESS)]
     pub discovery_address: String,
     /// Envoy worker threads (`--concurrency`) [default: Envoy's, one per core].
     #[arg(long, env = "BATON_CONCURRENCY")]
     pub concurrency: Option<u32>,
-    /// Certificate and key PEM files CERT:KEY given to the template (repeatable).
+    /// How often every epoch sends its counters to baton (which carries them across
+    /// epochs); also the bootstrap's `stats_flush_interval`.
+    #[arg(long, env = "BATON_STATS_FLUSH_INTERVAL", default_value = human(defaults::STATS_FLUSH_INTERVAL), value_parser = duration)]
+    pub stats_flush_interval: Duration,
+    /// Certificates.
+    #[command(flatten)]
+    pub certs: CertArgs,
+}
+
+/// `--cert`, for every command that runs or renders a proxy.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Certificate and key PEM files CERT:KEY (repeatable): watched, checked before
+    /// every restart (PEM parses, key matches, validity, chain), and given to the
+    /// template.
     #[arg(
         long = "cert",
         env = "BATON_CERTS",
@@ -198,29 +207,37 @@ pub struct BootstrapArgs {
     pub certs: Vec<String>,
 }
 
+/// How epochs drain: after a hot restart, and on shutdown.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// How long an old epoch drains after a hot restart.
+    #[arg(long, env = "BATON_DRAIN_DURATION", default_value = human(defaults::DRAIN_DURATION), value_parser = duration)]
+    pub drain_duration: Duration,
+    /// When an old epoch is stopped after a hot restart, drained or not.
+    #[arg(long, env = "BATON_PARENT_SHUTDOWN_DURATION", default_value = human(defaults::PARENT_SHUTDOWN_DURATION), value_parser = duration)]
+    pub parent_shutdown_duration: Duration,
+    /// How long the serving epoch drains on SIGTERM before it is stopped.
+    #[arg(long, env = "BATON_TERMINATION_DRAIN_DURATION", default_value = human(defaults::TERMINATION_DRAIN_DURATION), value_parser = duration)]
+    pub termination_drain_duration: Duration,
+}
+
 /// Timing of epochs.
 #[derive(Debug, Args)]
 pub struct SupervisionArgs {
-    /// How long an old epoch drains after a hot restart.
-    #[arg(long, env = "BATON_DRAIN_DURATION", default_value = "45s", value_parser = duration)]
-    pub drain_duration: Duration,
-    /// When an old epoch is stopped after a hot restart, drained or not.
-    #[arg(long, env = "BATON_PARENT_SHUTDOWN_DURATION", default_value = "60s", value_parser = duration)]
-    pub parent_shutdown_duration: Duration,
-    /// How long the serving epoch drains on SIGTERM before it is stopped.
-    #[arg(long, env = "BATON_TERMINATION_DRAIN_DURATION", default_value = "5s", value_parser = duration)]
-    pub termination_drain_duration: Duration,
+    /// Drain periods.
+    #[command(flatten)]
+    pub drain: DrainArgs,
     /// How long a new epoch may take to become ready.
-    #[arg(long, env = "BATON_READY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "BATON_READY_TIMEOUT", default_value = human(defaults::READY_TIMEOUT), value_parser = duration)]
     pub ready_timeout: Duration,
     /// Slots of the shared-memory stats segment (one per metric name).
-    #[arg(long, env = "BATON_STATS_SLOTS", default_value_t = 4096)]
+    #[arg(long, env = "BATON_STATS_SLOTS", default_value_t = defaults::STATS_SLOTS)]
     pub stats_slots: u32,
     /// Consecutive crashes of the serving epoch tolerated before baton exits.
-    #[arg(long, env = "BATON_CRASH_BUDGET", default_value_t = 5)]
+    #[arg(long, env = "BATON_CRASH_BUDGET", default_value_t = defaults::CRASH_BUDGET)]
     pub crash_budget: u32,
     /// Backoff after the second crash in a row; doubles up to 30s.
-    #[arg(long, env = "BATON_CRASH_BACKOFF", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "BATON_CRASH_BACKOFF", default_value = human(defaults::CRASH_BACKOFF), value_parser = duration)]
     pub crash_backoff: Duration,
 }
 
@@ -237,20 +254,16 @@ pub struct EnvoyArgs {
     #[command(flatten)]
     pub triggers: TriggerArgs,
     /// The Envoy executable (a name on PATH or a path).
-    #[arg(long, env = "BATON_ENVOY_BINARY", default_value = "envoy")]
+    #[arg(long, env = "BATON_ENVOY_BINARY", default_value = defaults::ENVOY_BINARY)]
     pub envoy_binary: PathBuf,
     /// Base id of the first hot-restart chain [default: a free one chosen by Envoy].
     #[arg(long, env = "BATON_BASE_ID")]
     pub base_id: Option<u64>,
     /// Envoy's log level (`-l`).
-    #[arg(long, env = "BATON_PROXY_LOG_LEVEL", default_value = "warning")]
+    #[arg(long, env = "BATON_PROXY_LOG_LEVEL", default_value = defaults::PROXY_LOG_LEVEL)]
     pub proxy_log_level: String,
-    /// How often every epoch sends its counters to baton (which carries them across
-    /// epochs); also the bootstrap's `stats_flush_interval`.
-    #[arg(long, env = "BATON_STATS_FLUSH_INTERVAL", default_value = "5s", value_parser = duration)]
-    pub stats_flush_interval: Duration,
     /// Envoy's `--local-address-ip-version`.
-    #[arg(long, env = "BATON_LOCAL_ADDRESS_IP_VERSION", default_value = "v4", value_parser = ["v4", "v6"])]
+    #[arg(long, env = "BATON_LOCAL_ADDRESS_IP_VERSION", default_value = defaults::IP_VERSION, value_parser = ["v4", "v6"])]
     pub local_address_ip_version: String,
     /// Extra arguments passed to every Envoy epoch after baton's own.
     #[arg(last = true, value_name = "EXTRA_ENVOY_ARGS")]
@@ -276,25 +289,20 @@ pub struct RunArgs {
     )]
     pub listen: Vec<String>,
     /// When a new epoch counts as ready: notify, tcp:HOST:PORT, http:URL, exec:CMD, delay:DUR.
-    #[arg(long, env = "BATON_READY", default_value = "delay:1s")]
+    #[arg(long, env = "BATON_READY", default_value = defaults::READY)]
     pub ready: String,
     /// Signal that tells an old epoch to drain (SIGUSR1 suits HAProxy, SIGQUIT nginx).
-    #[arg(long, env = "BATON_DRAIN_SIGNAL", default_value = "SIGTERM")]
+    #[arg(long, env = "BATON_DRAIN_SIGNAL", default_value = defaults::DRAIN_SIGNAL)]
     pub drain_signal: String,
     /// Old epochs that may drain at once; beyond it the oldest is killed early.
-    #[arg(long, env = "BATON_MAX_DRAINING", default_value_t = 32)]
+    #[arg(long, env = "BATON_MAX_DRAINING", default_value_t = defaults::MAX_DRAINING)]
     pub max_draining: usize,
     /// Command run with `sh -c` before every restart; non-zero keeps the serving epoch.
     #[arg(long, env = "BATON_PREFLIGHT", value_name = "CMD")]
     pub preflight: Option<String>,
-    /// Certificate and key PEM files CERT:KEY, watched and checked before every restart.
-    #[arg(
-        long = "cert",
-        env = "BATON_CERTS",
-        value_name = "CERT:KEY",
-        value_delimiter = ','
-    )]
-    pub certs: Vec<String>,
+    /// Certificates.
+    #[command(flatten)]
+    pub certs: CertArgs,
     /// The proxy's command line; `{epoch}` is replaced by the epoch number.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
@@ -306,6 +314,9 @@ pub struct RenderArgs {
     /// Bootstrap inputs.
     #[command(flatten)]
     pub bootstrap: BootstrapArgs,
+    /// Drain periods (they shape what baton adds to the bootstrap).
+    #[command(flatten)]
+    pub drain: DrainArgs,
     /// Write the bootstrap here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,

@@ -5,8 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use baton::supervisor::ProcessExit;
-use baton::sys::Reaper;
+use baton::{ProcessExit, Reaper};
 
 /// The failure this design avoids: with two reapers, statuses went to the wrong
 /// waiter or were lost (33 of 80 in a measurement). Here every waiter must get
@@ -18,8 +17,7 @@ fn every_waiter_gets_its_own_childs_status_while_orphans_are_reaped() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let reaper = Reaper::new();
-        reaper.start().unwrap();
+        let reaper = Reaper::start().unwrap();
         let mut waiters = Vec::new();
         for code in 0..80 {
             // Every other child also leaves an orphan behind (`sleep` in the background),

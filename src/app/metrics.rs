@@ -1,37 +1,19 @@
 //! baton's own metrics, kept in the stats segment so they outlive every epoch and a
-//! `baton stats --pid` sees them too. Names start with [`BATON_PREFIX`].
-
-use std::collections::BTreeMap;
+//! `baton stats --pid` sees them too. Names start with [`BATON_PREFIX`]. The numbers
+//! are the core's ([`crate::supervisor::Counts`]); this only publishes them.
 
 use crate::stats::export::BATON_PREFIX;
 use crate::stats::{Counter, Gauge, Segment, StatsError};
-use crate::supervisor::FailureReason;
-
-/// Every failure reason, so each `restart_failures` series exists from the start.
-const REASONS: [FailureReason; 7] = [
-    FailureReason::Template,
-    FailureReason::Config,
-    FailureReason::Cert,
-    FailureReason::Preflight,
-    FailureReason::Spawn,
-    FailureReason::NotReady,
-    FailureReason::Exited,
-];
+use crate::supervisor::{FailureReason, Phase, State};
 
 /// Handles on baton's metrics in the segment.
-pub struct BatonMetrics {
-    /// Number of the serving epoch.
-    pub epoch: Gauge,
-    /// Epoch processes alive.
-    pub epochs_running: Gauge,
-    /// Hot restarts started.
-    pub restarts: Counter,
-    /// File-triggered restarts that put a new epoch into service.
-    pub rotations: Counter,
-    /// Deaths of the serving epoch.
-    pub crashes: Counter,
-    /// Trigger → ready of the last restart.
-    pub restart_duration_ms: Gauge,
+pub(super) struct BatonMetrics {
+    epoch: Gauge,
+    epochs_running: Gauge,
+    restarts: Counter,
+    rotations: Counter,
+    crashes: Counter,
+    restart_duration_ms: Gauge,
     failures: Vec<(FailureReason, Counter)>,
 }
 
@@ -39,7 +21,7 @@ impl BatonMetrics {
     /// Claim baton's slots in `segment`.
     pub fn new(segment: &Segment) -> Result<Self, StatsError> {
         let name = |n: &str| format!("{BATON_PREFIX}{n}");
-        let failures = REASONS
+        let failures = FailureReason::ALL
             .iter()
             .map(|r| {
                 Ok((
@@ -59,18 +41,34 @@ impl BatonMetrics {
         })
     }
 
-    /// Count a refused restart.
-    pub fn failure(&self, reason: FailureReason) {
-        if let Some((_, c)) = self.failures.iter().find(|(r, _)| *r == reason) {
-            c.inc();
+    /// Bring the segment up to date with the core's counts and epochs.
+    pub fn publish(&self, state: &State) {
+        let counts = state.counts();
+        advance(&self.restarts, counts.restarts);
+        advance(&self.rotations, counts.rotations);
+        advance(&self.crashes, counts.crashes);
+        for (reason, counter) in &self.failures {
+            advance(counter, counts.failures_of(*reason));
         }
-    }
-
-    /// Refused restarts by reason label.
-    pub fn failures(&self) -> BTreeMap<String, u64> {
-        self.failures
+        if let Some(ms) = counts.last_restart_ms {
+            self.restart_duration_ms
+                .set(i64::try_from(ms).unwrap_or(i64::MAX));
+        }
+        self.epoch
+            .set(state.serving().map_or(-1, |e| i64::from(e.number)));
+        let running = state
+            .epochs()
             .iter()
-            .map(|(r, c)| (r.label().to_string(), c.get()))
-            .collect()
+            .filter(|e| e.pid.is_some() && e.phase != Phase::Exited)
+            .count();
+        self.epochs_running.set(running as i64);
+    }
+}
+
+/// Counters only go up: add what the core counted since the last publish.
+fn advance(counter: &Counter, total: u64) {
+    let published = counter.get();
+    if total > published {
+        counter.add(total - published);
     }
 }

@@ -1,55 +1,76 @@
 //! Wiring: settings in, a running supervisor (or a rendered bootstrap) out.
 //!
-//! The loop, top-down: wait for the watched files, start the status server and the
-//! watcher, then feed every event (signals, child exits, timers, file changes,
-//! status-server commands) through `step` and let the shell act on the result.
+//! The flow, top-down, for both drivers:
+//! 1. **settings** (plain data from [`crate::config`]);
+//! 2. **resources**, acquired once ([`Resources`]): the runtime's reaper, signal
+//!    handlers, the stats segment and baton's metrics in it, the status server's
+//!    socket; plus each driver's own (the listener set, the statsd receiver);
+//! 3. **the driver**, built once and complete from both;
+//! 4. **the loop** ([`supervise`]): every event goes through the pure
+//!    [`crate::supervisor::step`]; the [`Shell`] carries out the actions; the status
+//!    server's snapshot is derived from the core's state after every event.
 
+mod commands;
 mod metrics;
 mod render;
+mod reports;
+mod resources;
 mod shell;
 mod triggers;
 
 pub use render::render;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{EnvoySettings, RunSettings, Supervision};
-use crate::proxy::envoy::EnvoyProxy;
+use crate::exit;
+use crate::handoff::ListenerSet;
+use crate::proxy::envoy::{self, statsd, EnvoyProxy};
+use crate::proxy::generic::GenericProxy;
 use crate::proxy::Proxy;
-use crate::stats::Segment;
-use crate::status::{self, Command, RestartReply, StatusState};
-use crate::supervisor::{step, Action, Event, Report, State, Trigger};
-use crate::sys::{self, Reaper};
+use crate::ready::ReadySpec;
+use crate::status::{self, Snapshot, StatusState};
+use crate::supervisor::{step, Event, State};
 
-use metrics::BatonMetrics;
-use shell::Shell;
+use resources::Resources;
+use shell::{Clock, Shell};
 
 /// Supervise Envoy until shutdown; returns baton's exit code.
 pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
-    let owned_dir = settings.owned_config_dir.clone();
-    let config_dir = settings.driver.config_dir.clone();
-    let supervision = settings.supervision.clone();
-    let code = run(supervision, move || {
-        std::fs::create_dir_all(&config_dir)
-            .with_context(|| format!("creating --config-dir {}", config_dir.display()))?;
+    let EnvoySettings {
+        driver,
+        supervision,
+        owned_config_dir,
+    } = settings;
+    std::fs::create_dir_all(&driver.config_dir)
+        .with_context(|| format!("creating --config-dir {}", driver.config_dir.display()))?;
+    let code = in_runtime(async move {
+        let resources = Resources::acquire(&supervision).await?;
+        let receiver =
+            statsd::Receiver::bind().context("binding the statsd receiver for Envoy's counters")?;
+        let version = match envoy::hot_restart_version(&resources.reaper, &driver.binary).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read envoy's hot restart version");
+                None
+            }
+        };
         tracing::info!(
-            envoy = %settings.driver.binary.display(),
-            config_dir = %config_dir.display(),
-            admin = %settings.driver.admin,
+            envoy = %driver.binary.display(),
+            config_dir = %driver.config_dir.display(),
+            admin = %driver.admin,
+            hot_restart_version = version.as_deref().unwrap_or("unknown"),
             "baton supervising envoy"
         );
-        EnvoyProxy::new(
-            settings.driver,
-            settings.base_id,
-            settings.stats_flush_interval,
-        )
-        .context("binding the statsd receiver for Envoy's counters")
+        let port = receiver.port();
+        receiver
+            .spawn(statsd::into_segment(resources.stats.clone()))
+            .context("starting the statsd receiver")?;
+        let proxy = EnvoyProxy::new(driver, resources.reaper.clone(), port, version);
+        supervise(proxy, resources, supervision).await
     });
-    if let Some(dir) = owned_dir {
+    if let Some(dir) = owned_config_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     code
@@ -57,79 +78,95 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
 
 /// Supervise any proxy on sockets baton holds until shutdown; returns the exit code.
 pub fn run_generic(settings: RunSettings) -> anyhow::Result<i32> {
-    let runtime_dir = settings.proxy.runtime_dir.clone();
+    let RunSettings {
+        driver,
+        supervision,
+    } = settings;
+    let runtime_dir = driver.runtime_dir.clone();
     // Only notify sockets live there.
-    if settings.proxy.ready == crate::ready::ReadySpec::Notify {
+    if driver.ready == ReadySpec::Notify {
         std::fs::create_dir_all(&runtime_dir)
             .with_context(|| format!("creating {}", runtime_dir.display()))?;
     }
-    for listener in settings.proxy.listeners.listeners() {
-        tracing::info!(listener = %listener.spec().name, address = %listener.local_addr(), "holding listener");
-    }
-    tracing::info!(command = ?settings.proxy.command, ready = %settings.proxy.ready, "baton supervising");
-    let code = run(settings.supervision, move || Ok(settings.proxy));
+    let code = ListenerSet::bind(&driver.listen)
+        .context("--listen: cannot bind")
+        .and_then(|listeners| {
+            for l in listeners.listeners() {
+                tracing::info!(listener = %l.spec().name, address = %l.local_addr(), "holding listener");
+            }
+            tracing::info!(command = ?driver.command, ready = %driver.ready, "baton supervising");
+            in_runtime(async move {
+                let resources = Resources::acquire(&supervision).await?;
+                let proxy = GenericProxy::new(
+                    driver,
+                    listeners,
+                    resources.reaper.clone(),
+                    resources.stats.clone(),
+                );
+                supervise(proxy, resources, supervision).await
+            })
+        });
     let _ = std::fs::remove_dir_all(runtime_dir);
     code
 }
 
-/// Run the supervisor loop for the proxy `make` builds (inside the runtime).
-fn run<P: Proxy>(
-    supervision: Supervision,
-    make: impl FnOnce() -> anyhow::Result<P>,
-) -> anyhow::Result<i32> {
-    if let Err(e) = sys::become_subreaper() {
-        tracing::warn!(error = %e, "cannot become a child subreaper; orphans will not be reaped here");
-    }
-    // One thread: see the PDEATHSIG invariant in `shell`.
+/// Run `work` on the runtime baton supervises from: one thread, the main one (see
+/// the spawning invariant in `shell`).
+fn in_runtime(work: impl std::future::Future<Output = anyhow::Result<i32>>) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let proxy = make()?;
-        supervise(proxy, supervision).await
-    })
+    runtime.block_on(work)
 }
 
-async fn supervise<P: Proxy>(proxy: P, supervision: Supervision) -> anyhow::Result<i32> {
-    let (events, mut inbox) = mpsc::unbounded_channel();
-    let reaper = Reaper::new();
-    reaper.start().context("listening for SIGCHLD")?;
-    sys::signals::forward_to(events.clone()).context("installing signal handlers")?;
-
-    let stats =
-        Arc::new(Segment::create(supervision.stats_slots).context("creating the stats segment")?);
-    let metrics =
-        BatonMetrics::new(&stats).context("claiming baton's metrics in the stats segment")?;
+/// The supervisor loop: feed every event through `step`, carry out the actions,
+/// publish what the status server shows; until an `Exit` action.
+async fn supervise<P: Proxy>(
+    proxy: P,
+    resources: Resources,
+    supervision: Supervision,
+) -> anyhow::Result<i32> {
+    let Resources {
+        reaper,
+        stats,
+        metrics,
+        events,
+        mut inbox,
+        status_listener,
+    } = resources;
+    let clock = Clock::start();
     let mut state = State::new(supervision.policy.clone());
-    let mut shell = Shell::new(proxy, reaper, events.clone(), metrics);
-    let (snapshots, snapshot_rx) = watch::channel(shell.snapshot(&state));
-    let (commands_tx, mut commands) = mpsc::unbounded_channel();
-    let _server = match supervision.status_addr {
-        Some(addr) => {
-            let state = StatusState::new(snapshot_rx, commands_tx).with_segment(stats.clone());
-            Some(start_status_server(addr, state).await?)
-        }
-        None => None,
+    let info = status::Static {
+        driver: proxy.kind(),
+        envoy_admin: proxy.admin_addr(),
+        started_at: clock.started_at(),
     };
+    let (snapshots, snapshot_rx) = watch::channel(Snapshot::of(&state, &info));
+    let (commands_tx, mut commands) = mpsc::unbounded_channel();
+    let _server = status_listener.map(|listener| {
+        let state = StatusState::new(snapshot_rx, commands_tx).with_segment(stats.clone());
+        tokio::spawn(async move {
+            if let Err(e) = status::serve(listener, state).await {
+                tracing::error!(error = %e, "status server stopped");
+            }
+        })
+    });
     if let Err(e) = triggers::wait_for_files(&supervision).await {
         tracing::error!("{e}");
-        return Ok(crate::supervisor::state::EXIT_CONFIG);
+        return Ok(exit::CONFIG);
     }
     let _watcher = triggers::watch_files(&supervision, events.clone())?;
-    if let Err(e) = shell.start(&stats).await {
-        anyhow::bail!("starting the driver: {e}");
-    }
+    let mut shell = Shell::new(proxy, reaper, events.clone());
 
     let _ = events.send(Event::Start);
     loop {
         let (event, reply) = tokio::select! {
             Some(event) = inbox.recv() => (event, None),
-            Some(command) = commands.recv() => command_event(command),
+            Some(command) = commands.recv() => commands::event_of(command),
         };
         tracing::trace!(?event, "event");
-        shell.note_event(&event);
-        let actions = step(&mut state, event);
+        let actions = step(&mut state, clock.now(), event);
         if let Some(reply) = reply {
             reply.send(&actions, &state);
         }
@@ -139,106 +176,7 @@ async fn supervise<P: Proxy>(proxy: P, supervision: Supervision) -> anyhow::Resu
                 return Ok(code);
             }
         }
-        shell.update_gauges(&state);
-        snapshots.send_replace(shell.snapshot(&state));
+        metrics.publish(&state);
+        snapshots.send_replace(Snapshot::of(&state, &info));
     }
-}
-
-async fn start_status_server(
-    addr: SocketAddr,
-    state: StatusState,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("--status-addr {addr}: cannot listen"))?;
-    tracing::info!(%addr, "status server listening");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = status::serve(listener, state).await {
-            tracing::error!(error = %e, "status server stopped");
-        }
-    }))
-}
-
-/// Where the answer to a status-server command goes once `step` has decided.
-enum Reply {
-    Restart(tokio::sync::oneshot::Sender<RestartReply>),
-    Drain(tokio::sync::oneshot::Sender<String>),
-    Quit(tokio::sync::oneshot::Sender<String>),
-}
-
-fn command_event(command: Command) -> (Event, Option<Reply>) {
-    match command {
-        Command::Restart { reply } => (
-            Event::RestartRequested(Trigger::Api),
-            Some(Reply::Restart(reply)),
-        ),
-        Command::Drain { reply } => (Event::DrainRequested, Some(Reply::Drain(reply))),
-        Command::Quit { reply } => (Event::ShutdownRequested, Some(Reply::Quit(reply))),
-    }
-}
-
-impl Reply {
-    /// Answer from what the state machine decided.
-    fn send(self, actions: &[Action], state: &State) {
-        match self {
-            Reply::Restart(tx) => {
-                let _ = tx.send(restart_reply(actions, state));
-            }
-            Reply::Drain(tx) => {
-                let text = actions
-                    .iter()
-                    .find_map(|a| match a {
-                        Action::DrainForShutdown { epoch, .. } => {
-                            Some(format!("draining epoch {epoch}"))
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| "nothing to drain".into());
-                let _ = tx.send(text);
-            }
-            Reply::Quit(tx) => {
-                let _ = tx.send("shutting down".into());
-            }
-        }
-    }
-}
-
-fn restart_reply(actions: &[Action], state: &State) -> RestartReply {
-    let found = actions.iter().find_map(|a| match a {
-        Action::Report(Report::RestartStarted { epoch, .. }) => Some(RestartReply {
-            coalesced: false,
-            epoch: Some(*epoch),
-            detail: format!("started epoch {epoch}"),
-        }),
-        Action::Report(Report::Joined { epoch, .. }) => Some(RestartReply {
-            coalesced: true,
-            epoch: Some(*epoch),
-            detail: format!("joined the restart of epoch {epoch}"),
-        }),
-        Action::Report(Report::Coalesced { .. }) => Some(RestartReply {
-            coalesced: true,
-            epoch: None,
-            detail: "coalesced into the restart in flight".into(),
-        }),
-        Action::Report(Report::Deferred { draining, .. }) => Some(RestartReply {
-            coalesced: true,
-            epoch: None,
-            detail: format!("deferred until epoch {draining} has drained"),
-        }),
-        Action::Report(Report::Ignored { why, .. }) => Some(RestartReply {
-            coalesced: false,
-            epoch: None,
-            detail: format!("ignored: {why}"),
-        }),
-        _ => None,
-    });
-    found.unwrap_or_else(|| RestartReply {
-        coalesced: false,
-        epoch: None,
-        detail: if state.shutting_down() {
-            "shutting down: not restarting".into()
-        } else {
-            "not started yet".into()
-        },
-    })
 }

@@ -218,7 +218,8 @@ fn embedded_templates_pass_envoy_validate_with_and_without_certs() {
             }
         }
         let rendered = render(&TemplateSource::parse(template), &values).expect("renders");
-        let path = write_epoch_config(dir.path(), n, &rendered).expect("write");
+        let path = epoch_config_path(dir.path(), n, "json");
+        write_epoch_config(&path, &rendered).expect("write");
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "--log-level", "error", "-c"])
             .arg(&path)

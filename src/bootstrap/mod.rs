@@ -21,6 +21,7 @@
 
 mod error;
 mod filters;
+mod plan;
 mod render;
 mod template;
 mod values;
@@ -30,7 +31,8 @@ mod write;
 mod golden_tests;
 
 pub use error::{RenderError, WriteError};
+pub use plan::BootstrapPlan;
 pub use render::{render, Rendered};
 pub use template::TemplateSource;
-pub use values::{metadata_from_env, parse_var, CertPair, Values, BUILTIN_VARIABLES};
+pub use values::{metadata_from_env, parse_var, CertPair, Values};
 pub use write::{epoch_config_path, remove_epoch_config, write_epoch_config};

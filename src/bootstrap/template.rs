@@ -45,11 +45,6 @@ impl TemplateSource {
         }
     }
 
-    /// The names accepted by [`parse`](Self::parse) for embedded templates (with `.json`).
-    pub fn embedded_names() -> impl Iterator<Item = &'static str> {
-        EMBEDDED.iter().map(|(name, _)| *name)
-    }
-
     /// The template text: embedded text, or the file's current content.
     pub(super) fn load(&self) -> Result<String, RenderError> {
         match self {

@@ -15,30 +15,31 @@ use super::{Rendered, WriteError};
 /// Distinguishes temp files of concurrent writers within one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// `<dir>/envoy-rev<epoch>.json`.
-pub fn epoch_config_path(dir: &Path, epoch: u32) -> PathBuf {
-    dir.join(format!("envoy-rev{epoch}.json"))
+/// `<dir>/envoy-rev<epoch>.<ext>` (`json`, or `yaml` for a static YAML bootstrap:
+/// Envoy tells the formats apart by the extension).
+pub fn epoch_config_path(dir: &Path, epoch: u32, ext: &str) -> PathBuf {
+    dir.join(format!("envoy-rev{epoch}.{ext}"))
 }
 
-/// Atomically writes `rendered.text` to [`epoch_config_path`], replacing any previous file,
-/// creating `dir` if missing. Returns the path written.
-pub fn write_epoch_config(
-    dir: &Path,
-    epoch: u32,
-    rendered: &Rendered,
-) -> Result<PathBuf, WriteError> {
+/// Atomically writes `rendered.text` to `target` (an [`epoch_config_path`]),
+/// replacing any previous file, creating its directory if missing.
+pub fn write_epoch_config(target: &Path, rendered: &Rendered) -> Result<(), WriteError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err("create directory", dir))?;
-    let target = epoch_config_path(dir, epoch);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // Same directory as the target, so rename(2) is atomic; pid + counter keep concurrent
     // writers (two batons sharing a dir, or two threads) off each other's temp file.
     let temp = dir.join(format!(
-        ".envoy-rev{epoch}.json.{}.{}.tmp",
+        ".{name}.{}.{}.tmp",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let written = write_synced(&temp, rendered.text.as_bytes())
         .map_err(err("write", &temp))
-        .and_then(|()| fs::rename(&temp, &target).map_err(err("rename to", &target)));
+        .and_then(|()| fs::rename(&temp, target).map_err(err("rename to", target)));
     if let Err(e) = written {
         // Best effort: the original error is what the operator needs to see.
         let _ = fs::remove_file(&temp);
@@ -48,16 +49,15 @@ pub fn write_epoch_config(
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err("sync directory", dir))?;
-    Ok(target)
+    Ok(())
 }
 
 /// Removes an epoch's file; a file that is already gone is not an error.
-pub fn remove_epoch_config(dir: &Path, epoch: u32) -> Result<(), WriteError> {
-    let path = epoch_config_path(dir, epoch);
-    match fs::remove_file(&path) {
+pub fn remove_epoch_config(path: &Path) -> Result<(), WriteError> {
+    match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(WriteError {
             action: "remove",
-            path,
+            path: path.to_path_buf(),
             source: e,
         }),
         _ => Ok(()),
@@ -106,7 +106,8 @@ mod tests {
     fn writes_rendered_text_to_envoy_rev_n_with_mode_0600_and_no_temp_left() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = rendered(7);
-        let path = write_epoch_config(dir.path(), 7, &r).expect("write");
+        let path = epoch_config_path(dir.path(), 7, "json");
+        write_epoch_config(&path, &r).expect("write");
         assert_eq!(path, dir.path().join("envoy-rev7.json"));
         assert_eq!(fs::read_to_string(&path).expect("read"), r.text);
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
@@ -119,10 +120,10 @@ mod tests {
         // The temp file is created 0600; a pre-existing world-readable file is replaced, not
         // rewritten in place, so it cannot keep its old mode.
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = epoch_config_path(dir.path(), 1);
+        let path = epoch_config_path(dir.path(), 1, "json");
         fs::write(&path, "old").expect("seed");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        write_epoch_config(dir.path(), 1, &rendered(1)).expect("write");
+        write_epoch_config(&path, &rendered(1)).expect("write");
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
@@ -131,8 +132,9 @@ mod tests {
     fn overwrite_replaces_content_and_creates_missing_dir() {
         let base = tempfile::tempdir().expect("tempdir");
         let dir = base.path().join("a/b");
-        write_epoch_config(&dir, 3, &rendered(1)).expect("first");
-        let path = write_epoch_config(&dir, 3, &rendered(2)).expect("second");
+        let path = epoch_config_path(&dir, 3, "json");
+        write_epoch_config(&path, &rendered(1)).expect("first");
+        write_epoch_config(&path, &rendered(2)).expect("second");
         assert_eq!(fs::read_to_string(path).expect("read"), rendered(2).text);
         assert_eq!(names(&dir), ["envoy-rev3.json"]);
     }
@@ -143,7 +145,8 @@ mod tests {
         // A file where the directory should be: creating the directory fails.
         let dir = base.path().join("file");
         fs::write(&dir, "").expect("seed");
-        let err = write_epoch_config(&dir, 0, &rendered(0)).expect_err("not a dir");
+        let err = write_epoch_config(&epoch_config_path(&dir, 0, "json"), &rendered(0))
+            .expect_err("not a dir");
         assert_eq!(err.path, dir);
         assert_eq!(names(base.path()), ["file"]);
     }
@@ -151,9 +154,11 @@ mod tests {
     #[test]
     fn remove_ignores_missing_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write_epoch_config(dir.path(), 2, &rendered(2)).expect("write");
-        remove_epoch_config(dir.path(), 2).expect("remove");
-        remove_epoch_config(dir.path(), 2).expect("remove again");
+        let path = epoch_config_path(dir.path(), 2, "yaml");
+        write_epoch_config(&path, &rendered(2)).expect("write");
+        assert_eq!(names(dir.path()), ["envoy-rev2.yaml"]);
+        remove_epoch_config(&path).expect("remove");
+        remove_epoch_config(&path).expect("remove again");
         assert!(names(dir.path()).is_empty());
     }
 }

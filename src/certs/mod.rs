@@ -34,7 +34,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
 pub use error::CertError;
-pub use key::{Curve, KeyKind};
+pub use key::KeyKind;
 
 /// What a valid pair holds, for logging the rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]

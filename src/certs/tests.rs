@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tempfile::TempDir;
 
+use super::key::Curve;
 use super::*;
 
 const DAY: Duration = Duration::from_secs(86_400);

@@ -29,9 +29,17 @@ use crate::status::{EpochsReport, RestartReply};
 pub use table::render_status;
 
 /// Exit code of a command that did what was asked.
-pub const EXIT_OK: i32 = 0;
+pub const EXIT_OK: i32 = crate::exit::OK;
 /// Exit code of a command that could not (unreachable, refused, not ready in time).
-pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_FAILURE: i32 = crate::exit::FAILURE;
+
+/// Run a client command on a small runtime of its own.
+pub fn run(command: impl std::future::Future<Output = i32>) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(command))
+}
 
 /// How often [`wait`] asks whether baton is ready.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -82,18 +82,19 @@ fn age(since: SystemTime, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::EpochPhase;
+    use crate::supervisor::Phase;
     use std::collections::BTreeMap;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn epoch(number: u32, pid: Option<u32>, state: EpochPhase) -> EpochStatus {
+    fn epoch(number: u32, pid: Option<u32>, state: Phase) -> EpochStatus {
         EpochStatus {
             number,
             pid,
             state,
+            trigger: None,
             started_at: None,
             ready_at: None,
             exited_at: None,
@@ -107,13 +108,13 @@ mod tests {
     #[test]
     fn status_table_shows_ages_from_the_report_time_rounded_to_seconds() {
         let now = at(10_000);
-        let mut old = epoch(0, Some(101), EpochPhase::Exited);
+        let mut old = epoch(0, Some(101), Phase::Exited);
         old.started_at = Some(at(10_000 - 3_725));
         old.exited_at = Some(at(10_000 - 65));
         old.exit_status = Some("exit code 0".into());
-        let mut serving = epoch(1, Some(102), EpochPhase::Serving);
+        let mut serving = epoch(1, Some(102), Phase::Serving);
         serving.started_at = Some(now - Duration::from_millis(29_600));
-        let preparing = epoch(2, None, EpochPhase::Preparing);
+        let preparing = epoch(2, None, Phase::Preparing);
         let report = EpochsReport {
             generated_at: now,
             readiness: Readiness::Ready,

@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tower::util::MapRequestLayer;
 
 use super::*;
-use crate::status::{self, Command, EpochPhase, EpochStatus, Readiness, Snapshot, StatusState};
+use crate::status::{self, Command, EpochStatus, Readiness, Snapshot, StatusState};
+use crate::supervisor::Phase;
 
 /// A status server with no supervisor behind it: the test plays the shell.
 struct Baton {
@@ -177,7 +178,8 @@ async fn status_reads_the_epochs_of_a_running_baton() {
     let serving = EpochStatus {
         number: 0,
         pid: Some(4242),
-        state: EpochPhase::Serving,
+        state: Phase::Serving,
+        trigger: None,
         started_at: Some(SystemTime::now()),
         ready_at: Some(SystemTime::now()),
         exited_at: None,

@@ -129,12 +129,8 @@ impl ListenerSet {
         self.listeners.len()
     }
 
-    /// True when there is no listener at all.
-    pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
-    }
-
     /// The real bound address of listener `i` (port 0 resolved), if it exists.
+    #[cfg(test)]
     pub fn local_addr(&self, i: usize) -> Option<&ListenAddr> {
         self.listeners.get(i).map(|l| &l.local)
     }

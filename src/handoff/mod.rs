@@ -25,8 +25,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use bind::{BindError, Listener, ListenerSet};
-pub use env::{epoch_env, substitute_epoch, FIRST_FD};
+pub use bind::ListenerSet;
+pub use env::substitute_epoch;
 pub use prepare::{prepare, ExtraFd};
 pub use shim::{exec_shim, shim_command, shim_exit_code, EXEC_SHIM_ARG, SELF_EXE};
-pub use spec::{check_distinct_names, ListenAddr, ListenSpec, ListenSpecError};
+pub use spec::{check_distinct_names, ListenAddr, ListenSpec};

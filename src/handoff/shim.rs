@@ -21,7 +21,7 @@
 //! if args.get(1).is_some_and(|a| a == EXEC_SHIM_ARG) {
 //!     let err = exec_shim(&args[2..]);
 //!     eprintln!("baton: cannot run {:?}: {err}", args.get(3));
-//!     return ExitCode::from(shim_exit_code(&err));
+//!     return exit::to_process(shim_exit_code(&err));
 //! }
 //! ```
 
@@ -79,11 +79,11 @@ pub fn exec_shim(args: &[OsString]) -> io::Error {
 
 /// Exit status for a failed shim, as shells and tini use it: 127 when COMMAND was not
 /// found, 126 when it was found but could not be executed.
-pub fn shim_exit_code(err: &io::Error) -> u8 {
+pub fn shim_exit_code(err: &io::Error) -> i32 {
     if err.kind() == io::ErrorKind::NotFound {
-        127
+        crate::exit::NOT_FOUND
     } else {
-        126
+        crate::exit::CANNOT_EXECUTE
     }
 }
 

@@ -76,6 +76,7 @@ impl ListenSpec {
     }
 
     /// The name in environment form: `BATON_FD_<NAME>` with NAME upper-cased.
+    #[cfg(test)]
     pub fn env_name(&self) -> String {
         fd_env_name(&self.name)
     }

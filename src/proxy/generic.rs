@@ -15,26 +15,27 @@ use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::bootstrap::CertPair;
-use crate::handoff::{self, ExtraFd, ListenerSet};
+use crate::handoff::{self, ExtraFd, ListenSpec, ListenerSet};
 use crate::proxy::{check_certs, PreflightError, Prepared, Proxy};
 use crate::ready::{self, EpochProbe, NotifySocket, ReadySpec};
 use crate::stats::{child, Segment};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::Reaper;
 
-/// Everything the generic driver needs, validated.
-pub struct GenericProxy {
+/// Everything the generic driver needs, validated: plain data, no resources.
+#[derive(Debug, Clone)]
+pub struct Settings {
     /// COMMAND and its arguments (`{epoch}` is replaced per epoch).
     pub command: Vec<OsString>,
-    /// The sockets every epoch receives.
-    pub listeners: ListenerSet,
+    /// The sockets every epoch receives, to be bound once by baton.
+    pub listen: Vec<ListenSpec>,
     /// When an epoch counts as ready.
     pub ready: ReadySpec,
     /// How long it may take.
@@ -47,45 +48,37 @@ pub struct GenericProxy {
     pub certs: Vec<CertPair>,
     /// Where per-epoch notify sockets live (a private directory baton removes).
     pub runtime_dir: PathBuf,
+}
+
+/// The generic driver, with the resources it runs on.
+pub struct GenericProxy {
+    settings: Settings,
+    listeners: ListenerSet,
+    reaper: Reaper,
+    stats: Arc<Segment>,
     notify: Mutex<HashMap<u32, Arc<NotifySocket>>>,
-    reaper: OnceLock<Reaper>,
-    stats: OnceLock<Arc<Segment>>,
 }
 
 impl GenericProxy {
-    /// A driver for `command` on `listeners`.
-    #[allow(clippy::too_many_arguments)]
+    /// The driver for `settings`, handing `listeners` and the stats segment to every
+    /// epoch and running helper commands through `reaper`.
     pub fn new(
-        command: Vec<OsString>,
+        settings: Settings,
         listeners: ListenerSet,
-        ready: ReadySpec,
-        ready_timeout: Duration,
-        drain_signal: Signal,
-        preflight: Option<String>,
-        certs: Vec<CertPair>,
-        runtime_dir: PathBuf,
+        reaper: Reaper,
+        stats: Arc<Segment>,
     ) -> Self {
         GenericProxy {
-            command,
+            settings,
             listeners,
-            ready,
-            ready_timeout,
-            drain_signal,
-            preflight,
-            certs,
-            runtime_dir,
+            reaper,
+            stats,
             notify: Mutex::new(HashMap::new()),
-            reaper: OnceLock::new(),
-            stats: OnceLock::new(),
         }
     }
 
-    fn notify_socket(&self, epoch: u32) -> Option<Arc<NotifySocket>> {
-        self.notify
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&epoch)
-            .cloned()
+    fn notify_sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<NotifySocket>>> {
+        self.notify.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn signal_group(&self, epoch: u32, pid: u32, signal: Signal) {
@@ -148,16 +141,10 @@ impl Proxy for GenericProxy {
         DriverKind::Generic
     }
 
-    async fn start(&self, reaper: &Reaper, stats: &Arc<Segment>) -> Result<(), String> {
-        let _ = self.reaper.set(reaper.clone());
-        let _ = self.stats.set(stats.clone());
-        Ok(())
-    }
-
-    async fn preflight(&self, reaper: &Reaper, epoch: u32) -> Result<Prepared, PreflightError> {
-        let notes = check_certs(&self.certs)?;
-        if let Some(command) = &self.preflight {
-            run_shell(reaper, &self.listeners, epoch, command, "--preflight")
+    async fn preflight(&self, epoch: u32) -> Result<Prepared, PreflightError> {
+        let notes = check_certs(&self.settings.certs)?;
+        if let Some(command) = &self.settings.preflight {
+            run_shell(&self.reaper, &self.listeners, epoch, command, "--preflight")
                 .await
                 .map_err(|e| PreflightError::new(FailureReason::Preflight, e))?;
         }
@@ -169,43 +156,34 @@ impl Proxy for GenericProxy {
 
     fn command(&self, launch: &Launch) -> Result<Command, String> {
         let epoch = launch.epoch;
-        let mut cmd = handoff::shim_command(handoff::SELF_EXE.as_ref(), &self.command, epoch);
-        let stats = self.stats.get();
-        if let Some(stats) = stats {
-            // Without a gauge lane the epoch's counters still work; say so and go on.
-            if let Err(e) = stats.begin_epoch(epoch) {
-                tracing::warn!(epoch, error = %e, "no gauge lane for this epoch in the stats segment");
-            }
+        let mut cmd =
+            handoff::shim_command(handoff::SELF_EXE.as_ref(), &self.settings.command, epoch);
+        // Without a gauge lane the epoch's counters still work; say so and go on.
+        if let Err(e) = self.stats.begin_epoch(epoch) {
+            tracing::warn!(epoch, error = %e, "no gauge lane for this epoch in the stats segment");
         }
-        let extra: Vec<ExtraFd<'_>> = stats
-            .map(|s| ExtraFd::new(child::ENV_STATS_FD, s.as_ref()))
-            .into_iter()
-            .collect();
+        let extra = [ExtraFd::new(child::ENV_STATS_FD, self.stats.as_ref())];
         handoff::prepare(&mut cmd, &self.listeners, &extra, epoch)
             .map_err(|e| format!("preparing the listeners for epoch {epoch}: {e}"))?;
-        if self.ready == ReadySpec::Notify {
-            let socket = NotifySocket::bind_in(&self.runtime_dir, epoch)
+        if self.settings.ready == ReadySpec::Notify {
+            let socket = NotifySocket::bind_in(&self.settings.runtime_dir, epoch)
                 .map_err(|e| format!("notify socket for epoch {epoch}: {e}"))?;
             cmd.env(ready::ENV_NOTIFY_SOCKET, socket.path());
-            self.notify
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(epoch, Arc::new(socket));
+            self.notify_sockets().insert(epoch, Arc::new(socket));
         }
         Ok(cmd)
     }
 
     async fn wait_ready(&self, launch: &Launch, pid: u32) -> Result<(), String> {
         let now = tokio::time::Instant::now();
-        let notify = self.notify_socket(launch.epoch);
+        let notify = self.notify_sockets().get(&launch.epoch).cloned();
         let probe = EpochProbe {
             started: now,
             pgid: pid,
             notify: notify.as_deref(),
         };
-        let reaper = self.reaper.get().cloned().unwrap_or_default();
         let run_exec = |mut cmd: Command| {
-            let reaper = reaper.clone();
+            let reaper = self.reaper.clone();
             async move {
                 cmd.stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -218,7 +196,7 @@ impl Proxy for GenericProxy {
                 }
             }
         };
-        let spec = match &self.ready {
+        let spec = match &self.settings.ready {
             ReadySpec::Exec { command } => ReadySpec::Exec {
                 command: handoff::substitute_epoch(command.as_ref(), launch.epoch)
                     .to_string_lossy()
@@ -226,7 +204,8 @@ impl Proxy for GenericProxy {
             },
             other => other.clone(),
         };
-        ready::wait_ready(&spec, probe, now + self.ready_timeout, run_exec).await?;
+        let deadline = now + self.settings.ready_timeout;
+        ready::wait_ready(&spec, probe, deadline, run_exec).await?;
         let missing = missing_listeners(pid, &self.listener_inodes());
         if !missing.is_empty() {
             return Err(format!(
@@ -239,18 +218,17 @@ impl Proxy for GenericProxy {
     }
 
     fn drain(&self, epoch: u32, pid: u32) {
-        self.signal_group(epoch, pid, self.drain_signal);
+        self.signal_group(epoch, pid, self.settings.drain_signal);
     }
 
     async fn drain_for_shutdown(&self, epoch: u32, pid: u32) {
-        self.signal_group(epoch, pid, self.drain_signal);
+        self.signal_group(epoch, pid, self.settings.drain_signal);
     }
 
     fn cleanup(&self, epoch: u32) {
-        self.notify
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&epoch);
+        self.notify_sockets().remove(&epoch);
+        // Its gauge lane goes back to the pool: an exited epoch contributes nothing.
+        self.stats.clear_epoch(epoch);
     }
 
     fn repair_chain(&self, _chain: u32) -> Result<(), String> {

@@ -1,7 +1,9 @@
 //! Drivers: how baton prepares, starts, checks and stops one kind of proxy.
 //!
 //! The state machine decides *when*; a [`Proxy`] knows *how* for its kind. The shell
-//! (`app::shell`) is written once against this trait.
+//! (`app::shell`) is written once against this trait. A driver is built once,
+//! complete, by `app` from its plain settings and the resources it needs (reaper,
+//! stats segment, listener set, statsd receiver): there is no second phase.
 
 pub mod envoy;
 pub mod generic;
@@ -10,12 +12,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use crate::bootstrap::CertPair;
-use crate::stats::Segment;
 use crate::supervisor::{DriverKind, FailureReason, Launch};
-use crate::sys::Reaper;
 
 /// A preflight that did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,19 +77,10 @@ pub trait Proxy: Send + Sync + 'static {
     /// Which handover protocol the state machine must follow.
     fn kind(&self) -> DriverKind;
 
-    /// Run once before the first epoch (e.g. ask Envoy for its hot restart version),
-    /// with the stats segment every epoch shares.
-    fn start(
-        &self,
-        reaper: &Reaper,
-        stats: &Arc<Segment>,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-
     /// Check and produce everything epoch `epoch` needs, without touching any running
     /// epoch.
     fn preflight(
         &self,
-        reaper: &Reaper,
         epoch: u32,
     ) -> impl Future<Output = Result<Prepared, PreflightError>> + Send;
 
@@ -111,7 +101,7 @@ pub trait Proxy: Send + Sync + 'static {
     /// Shutdown or `POST /drain`: make the serving epoch stop taking new traffic.
     fn drain_for_shutdown(&self, epoch: u32, pid: u32) -> impl Future<Output = ()> + Send;
 
-    /// The epoch is gone: remove its files.
+    /// The epoch is gone: remove its files, free what it held.
     fn cleanup(&self, epoch: u32);
 
     /// Envoy: clear a stuck "initialising" flag of `chain`.

@@ -27,9 +27,9 @@ use std::process::Command;
 
 use tokio::time::Instant;
 
-pub use notify::{Notification, NotifySocket, ENV_NOTIFY_SOCKET};
-pub use probe::{exec_command, wait_delay, wait_exec, wait_http, wait_tcp, POLL_INTERVAL};
-pub use spec::{HttpTarget, ReadySpec, ReadySpecError};
+pub use notify::{NotifySocket, ENV_NOTIFY_SOCKET};
+pub use probe::{wait_delay, wait_exec, wait_http, wait_tcp};
+pub use spec::ReadySpec;
 
 /// What [`wait_ready`] needs to know about the epoch it waits for.
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::spec::HttpTarget;
 use super::*;
 use crate::handoff::testutil::{python, Guard};
 

@@ -15,9 +15,9 @@
 //! are not loopback ([`is_loopback`]) and 503 when the shell is gone or does not
 //! decide within [`DEFAULT_REPLY_TIMEOUT`].
 //!
-//! **Boundary:** the shell publishes a [`Snapshot`] on a `watch` channel after every
-//! event and reads [`Command`]s from an unbounded `mpsc` channel; this module reads
-//! nothing else of baton.
+//! **Boundary:** the loop publishes a [`Snapshot`] (derived from the core's state)
+//! on a `watch` channel after every event and reads [`Command`]s from an unbounded
+//! `mpsc` channel; this module reads nothing else of baton.
 //! **Invariant:** the server runs in its own task and only reads the latest snapshot,
 //! so it answers while a restart is in progress or the proxy hangs.
 
@@ -42,9 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::stats::Segment;
 
 pub use command::{Command, RestartReply};
-pub use loopback::{is_loopback, LoopbackPeer};
-pub use metrics::{encode_baton, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-pub use snapshot::{EpochPhase, EpochStatus, EpochsReport, Readiness, Snapshot};
+pub use snapshot::{EpochStatus, EpochsReport, Readiness, Snapshot, Static};
 
 /// How long `/stats/prometheus` waits for Envoy's own stats before serving baton's
 /// alone. Below Prometheus's default 10s scrape timeout, with room for baton's part.
@@ -87,12 +85,14 @@ impl StatusState {
     }
 
     /// Wait at most `timeout` for Envoy's stats on each scrape.
+    #[cfg(test)]
     pub fn with_envoy_stats_timeout(mut self, timeout: Duration) -> Self {
         self.envoy_stats_timeout = timeout;
         self
     }
 
     /// Wait at most `timeout` for the shell to decide on a command.
+    #[cfg(test)]
     pub fn with_reply_timeout(mut self, timeout: Duration) -> Self {
         self.reply_timeout = timeout;
         self

@@ -1,15 +1,18 @@
-//! What the shell publishes after every event: the [`Snapshot`] the status server
-//! reads, and the [`EpochsReport`] that `GET /epochs` sends (and `baton status` reads
-//! back).
+//! What the status server shows: the [`Snapshot`] derived from the core's
+//! [`State`] after every event, and the [`EpochsReport`] that `GET /epochs` sends
+//! (and `baton status` reads back).
 //!
 //! **Invariant:** everything here is plain data, serialisable both ways; times travel
-//! as RFC 3339 strings (UTC, milliseconds).
+//! as RFC 3339 strings (UTC, milliseconds). Nothing is kept here that the core does
+//! not own: a snapshot is a pure function of the state and the [`Static`] facts.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+use crate::supervisor::{DriverKind, Epoch, Millis, Phase, State, Trigger};
 
 /// Whether baton should receive traffic, as Kubernetes readiness sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,42 +42,6 @@ impl Readiness {
     }
 }
 
-/// Where an epoch is in its life: the supervisor's epoch states plus `exited`, which
-/// the shell keeps for the last few epochs that are gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EpochPhase {
-    /// Its configuration is rendered and validated; no process yet.
-    Preparing,
-    /// Its process runs and is not ready yet.
-    Starting,
-    /// It takes the traffic.
-    Serving,
-    /// A newer epoch took over (or `POST /drain`); it finishes what it has.
-    Draining,
-    /// It failed to start and is being killed.
-    Failing,
-    /// baton sent it SIGTERM or SIGKILL.
-    Stopping,
-    /// Its process is gone.
-    Exited,
-}
-
-impl EpochPhase {
-    /// Stable lowercase name, as in the JSON.
-    pub fn label(self) -> &'static str {
-        match self {
-            EpochPhase::Preparing => "preparing",
-            EpochPhase::Starting => "starting",
-            EpochPhase::Serving => "serving",
-            EpochPhase::Draining => "draining",
-            EpochPhase::Failing => "failing",
-            EpochPhase::Stopping => "stopping",
-            EpochPhase::Exited => "exited",
-        }
-    }
-}
-
 /// One epoch as the status server shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochStatus {
@@ -83,7 +50,11 @@ pub struct EpochStatus {
     /// Process id, once spawned.
     pub pid: Option<u32>,
     /// Life stage.
-    pub state: EpochPhase,
+    pub state: Phase,
+    /// What asked for it (`signal`, `file-change`, `api`); `null` for the first
+    /// epoch and crash recoveries.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
     /// When its process was spawned.
     #[serde(with = "rfc3339::option", default)]
     pub started_at: Option<SystemTime>,
@@ -132,8 +103,58 @@ pub struct Snapshot {
     pub envoy_admin: Option<SocketAddr>,
 }
 
+/// What does not change while baton runs.
+#[derive(Debug, Clone)]
+pub struct Static {
+    /// Which driver.
+    pub driver: DriverKind,
+    /// Envoy mode: the admin address whose stats are appended to baton's.
+    pub envoy_admin: Option<SocketAddr>,
+    /// When baton started (the core's time 0).
+    pub started_at: SystemTime,
+}
+
 impl Snapshot {
+    /// What the status server shows for `state`.
+    pub fn of(state: &State, info: &Static) -> Self {
+        let wall = |ms: Millis| info.started_at + std::time::Duration::from_millis(ms);
+        let status = |e: &Epoch| EpochStatus {
+            number: e.number,
+            pid: e.pid,
+            state: e.phase,
+            trigger: e.trigger,
+            started_at: e.spawned_at.map(wall),
+            ready_at: e.ready_at.map(wall),
+            exited_at: e.exited_at.map(wall),
+            config_digest: e.config_digest.clone(),
+            exit_status: e.exit.map(|x| x.to_string()),
+            restart_epoch: e.restart_epoch,
+            chain: e.chain,
+        };
+        let counts = state.counts();
+        Snapshot {
+            readiness: match state.readiness() {
+                Ok(()) => Readiness::Ready,
+                Err(reason) => Readiness::not_ready(reason),
+            },
+            epochs: state.history().chain(state.epochs()).map(status).collect(),
+            last_error: state.last_error().map(str::to_string),
+            restarts_total: counts.restarts,
+            restart_failures: crate::supervisor::FailureReason::ALL
+                .iter()
+                .map(|r| (r.label().to_string(), counts.failures_of(*r)))
+                .collect(),
+            crashes_total: counts.crashes,
+            rotations_total: counts.rotations,
+            last_restart_duration_ms: counts.last_restart_ms,
+            started_at: info.started_at,
+            driver: info.driver.label().into(),
+            envoy_admin: info.envoy_admin,
+        }
+    }
+
     /// The first snapshot, before any epoch exists: not ready, nothing counted.
+    #[cfg(test)]
     pub fn starting(driver: impl Into<String>, started_at: SystemTime) -> Self {
         Snapshot {
             readiness: Readiness::not_ready("starting: no epoch yet"),
@@ -150,16 +171,16 @@ impl Snapshot {
         }
     }
 
-    /// The epoch in [`EpochPhase::Serving`], if any.
+    /// The epoch in [`Phase::Serving`], if any.
     pub fn serving(&self) -> Option<&EpochStatus> {
-        self.epochs.iter().find(|e| e.state == EpochPhase::Serving)
+        self.epochs.iter().find(|e| e.state == Phase::Serving)
     }
 
     /// Epochs whose process exists: spawned and not yet exited.
     pub fn running(&self) -> usize {
         self.epochs
             .iter()
-            .filter(|e| e.pid.is_some() && e.state != EpochPhase::Exited)
+            .filter(|e| e.pid.is_some() && e.state != Phase::Exited)
             .count()
     }
 }
@@ -250,7 +271,8 @@ mod tests {
         let epoch = EpochStatus {
             number: 3,
             pid: Some(42),
-            state: EpochPhase::Serving,
+            state: Phase::Serving,
+            trigger: Some(Trigger::FileChange),
             started_at: Some(at(1_700_000_000) + Duration::from_millis(250)),
             ready_at: None,
             exited_at: None,
@@ -263,6 +285,7 @@ mod tests {
         assert_eq!(json["started_at"], "2023-11-14T22:13:20.250Z");
         assert_eq!(json["ready_at"], serde_json::Value::Null);
         assert_eq!(json["state"], "serving");
+        assert_eq!(json["trigger"], "file-change");
         let back: EpochStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, epoch);
     }
@@ -285,6 +308,7 @@ mod tests {
             number,
             pid,
             state,
+            trigger: None,
             started_at: None,
             ready_at: None,
             exited_at: None,
@@ -294,10 +318,10 @@ mod tests {
             chain: 0,
         };
         snapshot.epochs = vec![
-            epoch(0, Some(10), EpochPhase::Exited),
-            epoch(1, Some(11), EpochPhase::Draining),
-            epoch(2, Some(12), EpochPhase::Serving),
-            epoch(3, None, EpochPhase::Preparing),
+            epoch(0, Some(10), Phase::Exited),
+            epoch(1, Some(11), Phase::Draining),
+            epoch(2, Some(12), Phase::Serving),
+            epoch(3, None, Phase::Preparing),
         ];
         assert_eq!(snapshot.running(), 2);
         assert_eq!(snapshot.serving().map(|e| e.number), Some(2));

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use super::*;
+use crate::supervisor::Phase;
 
 const LOOPBACK: &str = "127.0.0.1:40000";
 const REMOTE: &str = "10.1.2.3:40000";
@@ -77,11 +78,12 @@ fn answer_commands(mut commands: mpsc::UnboundedReceiver<Command>) {
     });
 }
 
-fn epoch(number: u32, state: EpochPhase) -> EpochStatus {
+fn epoch(number: u32, state: Phase) -> EpochStatus {
     EpochStatus {
         number,
         pid: Some(100 + number),
         state,
+        trigger: None,
         started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         ready_at: None,
         exited_at: None,
@@ -116,10 +118,7 @@ async fn readiness_is_503_with_the_reason_until_the_snapshot_says_ready() {
 async fn epochs_lists_epochs_oldest_first_with_the_last_error() {
     let h = harness();
     h.snapshots.send_modify(|s| {
-        s.epochs = vec![
-            epoch(2, EpochPhase::Draining),
-            epoch(3, EpochPhase::Serving),
-        ];
+        s.epochs = vec![epoch(2, Phase::Draining), epoch(3, Phase::Serving)];
         s.last_error = Some("epoch 4: config: unknown cluster".into());
         s.readiness = Readiness::Ready;
     });
@@ -133,7 +132,7 @@ async fn epochs_lists_epochs_oldest_first_with_the_last_error() {
     assert_eq!(
         json["epochs"][1],
         serde_json::json!({
-            "number": 3, "pid": 103, "state": "serving",
+            "number": 3, "pid": 103, "state": "serving", "trigger": null,
             "started_at": "2023-11-14T22:13:20.000Z", "ready_at": null, "exited_at": null,
             "config_digest": "sha256:3", "exit_status": null, "restart_epoch": 3, "chain": 0
         })
@@ -273,7 +272,7 @@ async fn prometheus_serves_baton_metrics_then_envoys_own() {
         s.driver = "envoy".into();
         s.envoy_admin = Some(admin);
         s.restarts_total = 7;
-        s.epochs = vec![epoch(5, EpochPhase::Serving)];
+        s.epochs = vec![epoch(5, Phase::Serving)];
         s.readiness = Readiness::Ready;
     });
     let request = Request::get("/stats/prometheus")

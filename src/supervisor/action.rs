@@ -1,6 +1,7 @@
 //! Outputs of the state machine: what the shell must do.
 
-use super::event::{FailureReason, Millis, ProcessExit, Trigger};
+use super::epoch::Phase;
+use super::event::{Event, FailureReason, Millis, ProcessExit, Trigger};
 
 /// Which signal to send when stopping a process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,8 @@ pub struct Launch {
     pub restart_epoch: u32,
 }
 
-/// Something worth telling the operator; the shell logs it (and counts it).
+/// Something worth telling the operator; the shell logs it. What is counted is
+/// counted by the core itself ([`super::Counts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// A trigger arrived before the restart in flight read its inputs: that restart
@@ -44,6 +46,12 @@ pub enum Report {
         epoch: u32,
         pid: u32,
         replaced: Vec<u32>,
+        /// What asked for it (`None`: the first epoch, or a crash recovery).
+        trigger: Option<Trigger>,
+        /// From the first trigger to serving.
+        restart_ms: Millis,
+        /// From spawn to serving.
+        startup_ms: Millis,
     },
     /// A new epoch was refused or failed; the serving one (if any) is untouched.
     RestartFailed {
@@ -63,7 +71,10 @@ pub enum Report {
         epoch: u32,
         pid: u32,
         status: ProcessExit,
-        role: &'static str,
+        /// What it was when it ended.
+        role: Phase,
+        /// How long its process ran.
+        ran_ms: Millis,
     },
     /// The chain's shared memory was repaired after a failed epoch.
     ChainRepaired { chain: u32 },
@@ -93,20 +104,13 @@ pub enum Action {
         pid: u32,
         signal: StopSignal,
     },
-    /// Envoy: drain the listeners of the serving epoch gracefully before shutdown.
+    /// Make the serving epoch stop taking new traffic before shutdown (Envoy: drain
+    /// its listeners gracefully; generic: the drain signal).
     DrainForShutdown { epoch: u32, pid: u32 },
     /// Pass a signal on to a process.
     Forward { pid: u32, signal: i32 },
-    /// Fire `BackoffElapsed { generation }` after `after` ms.
-    ScheduleBackoff { generation: u64, after: Millis },
-    /// Fire `DrainSettled { epoch }` after `after` ms.
-    ScheduleDrainSettled { epoch: u32, after: Millis },
-    /// Fire `DrainDeadline { epoch }` after `after` ms.
-    ScheduleDrainDeadline { epoch: u32, after: Millis },
-    /// Fire `ShutdownDrainElapsed` after `after` ms.
-    ScheduleShutdownDrain { after: Millis },
-    /// Fire `ShutdownKillDeadline` after `after` ms.
-    ScheduleShutdownKill { after: Millis },
+    /// Feed `event` back into `step` after `after` ms.
+    Schedule { after: Millis, event: Event },
     /// The epoch is gone: remove its files (`envoy-rev<N>.json`).
     Cleanup { epoch: u32 },
     /// Envoy: clear the "initialising" flag a dead new epoch left in the chain's

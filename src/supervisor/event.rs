@@ -6,7 +6,10 @@ use std::fmt;
 pub type Millis = u64;
 
 /// What asked for a restart. Kept for reporting and for the status endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// SIGHUP.
     Signal,
@@ -16,19 +19,26 @@ pub enum Trigger {
     Api,
 }
 
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Trigger {
+    /// Stable lowercase name for logs and the status endpoint.
+    pub fn label(self) -> &'static str {
+        match self {
             Trigger::Signal => "signal",
             Trigger::FileChange => "file-change",
             Trigger::Api => "api",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 
 /// Why a new epoch was not put into service. The label of
 /// `restart_failures{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FailureReason {
     /// The template did not render or the result is not JSON.
     Template,
@@ -47,6 +57,17 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason, so each `restart_failures` series exists from the start.
+    pub const ALL: [FailureReason; 7] = [
+        FailureReason::Template,
+        FailureReason::Config,
+        FailureReason::Cert,
+        FailureReason::Preflight,
+        FailureReason::Spawn,
+        FailureReason::NotReady,
+        FailureReason::Exited,
+    ];
+
     /// Stable lowercase label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -92,7 +113,7 @@ impl ProcessExit {
     pub fn exit_code(self) -> i32 {
         match self {
             ProcessExit::Code(c) => c,
-            ProcessExit::Signal(n) => 128 + n,
+            ProcessExit::Signal(n) => crate::exit::signalled(n),
         }
     }
 
@@ -112,16 +133,17 @@ impl fmt::Display for ProcessExit {
 }
 
 /// One input of [`step`](super::step). The shell turns signals, child exits,
-/// finished jobs and fired timers into these.
+/// finished jobs and fired timers into these; the time it happened travels beside
+/// it, as `step`'s `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// baton has started: bring up the first epoch.
     Start,
     /// Something asked for a hot restart.
     RestartRequested(Trigger),
-    /// The preflight of `epoch` is about to read its inputs (template, certificates);
-    /// triggers from now on need a follow-up restart.
-    PreflightBegun { epoch: u32 },
+    /// The gather window of `epoch` is over: companion triggers have had their
+    /// chance to join; its preflight reads its inputs now.
+    GatherElapsed { epoch: u32 },
     /// The preflight of `epoch` (render, validate, checks) passed.
     PreflightPassed {
         epoch: u32,
@@ -135,19 +157,15 @@ pub enum Event {
         message: String,
     },
     /// The process of `epoch` exists.
-    Spawned { epoch: u32, pid: u32, at: Millis },
+    Spawned { epoch: u32, pid: u32 },
     /// The process of `epoch` could not be started.
     SpawnFailed { epoch: u32, message: String },
     /// `epoch` reported ready.
-    Ready { epoch: u32, at: Millis },
+    Ready { epoch: u32 },
     /// `epoch` did not become ready in time (its process may still run).
     NotReady { epoch: u32, message: String },
     /// The process of `epoch` ended.
-    Exited {
-        epoch: u32,
-        status: ProcessExit,
-        at: Millis,
-    },
+    Exited { epoch: u32, status: ProcessExit },
     /// The crash backoff timer with this generation fired.
     BackoffElapsed { generation: u64 },
     /// The chain's "initialising" flag was cleared; hot restarts may continue.

@@ -11,5 +11,5 @@ pub mod signals;
 pub mod spawn;
 
 pub use capture::capture;
-pub use reaper::{ExitWaiter, Reaper};
+pub use reaper::Reaper;
 pub use signals::{become_subreaper, signal_name};

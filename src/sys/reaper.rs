@@ -24,8 +24,9 @@ use crate::supervisor::ProcessExit;
 /// Resolves to the child's exit status once the reaper has collected it.
 pub type ExitWaiter = oneshot::Receiver<ProcessExit>;
 
-/// Shared handle to the process-wide reaper. Cheap to clone.
-#[derive(Clone, Default)]
+/// Shared handle to the process-wide reaper, reaping on every SIGCHLD from the
+/// moment it exists ([`Reaper::start`] is the only way to get one). Cheap to clone.
+#[derive(Clone)]
 pub struct Reaper {
     waiters: Arc<Mutex<HashMap<i32, oneshot::Sender<ProcessExit>>>>,
 }
@@ -41,11 +42,6 @@ pub struct Spawned {
 }
 
 impl Reaper {
-    /// A reaper with no children yet. Call [`Reaper::reap`] on every SIGCHLD.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, oneshot::Sender<ProcessExit>>> {
         // A panic while holding this lock leaves a plain map behind: still usable.
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
@@ -67,7 +63,7 @@ impl Reaper {
 
     /// Collect every status that is ready without blocking; deliver the ones that
     /// have a waiter. Returns how many orphans (pids nobody waits for) were reaped.
-    pub fn reap(&self) -> usize {
+    fn reap(&self) -> usize {
         let mut waiters = self.lock();
         let mut orphans = 0;
         loop {
@@ -94,21 +90,24 @@ impl Reaper {
         orphans
     }
 
-    /// Reap on every SIGCHLD until the runtime ends. Must be started before the
-    /// first spawn so no SIGCHLD is missed (a missed one is harmless anyway: the next
-    /// reap collects everything pending).
-    pub fn start(&self) -> io::Result<()> {
+    /// A reaper reaping on every SIGCHLD until the runtime ends; call it inside a
+    /// tokio runtime, before the first spawn, so no SIGCHLD is missed (a missed one
+    /// is harmless anyway: the next reap collects everything pending).
+    pub fn start() -> io::Result<Reaper> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = self.clone();
+        let reaper = Reaper {
+            waiters: Arc::default(),
+        };
+        let reaping = reaper.clone();
         tokio::spawn(async move {
             loop {
-                reaper.reap();
+                reaping.reap();
                 if sigchld.recv().await.is_none() {
                     break;
                 }
             }
         });
-        Ok(())
+        Ok(reaper)
     }
 }

@@ -43,8 +43,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use debounce::Debounce;
-pub use digest::{digest_path, digest_set, Digest};
-pub use wait::{wait_for, WaitError, POLL_INTERVAL};
+pub use digest::{digest_set, Digest};
+pub use wait::{wait_for, WaitError};
 
 /// Default quiet period: act once the watched directories have been still this long.
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(100);
@@ -115,14 +115,6 @@ pub enum WatchError {
 #[derive(Debug)]
 pub struct WatchHandle {
     task: JoinHandle<()>,
-    dirs: Vec<PathBuf>,
-}
-
-impl WatchHandle {
-    /// The directories being watched, for logging.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
 }
 
 impl Drop for WatchHandle {
@@ -187,7 +179,7 @@ pub fn spawn(
         },
         events,
     ));
-    Ok(WatchHandle { task, dirs })
+    Ok(WatchHandle { task })
 }
 
 /// Whether an event can mean different content. Opening, reading and closing a file

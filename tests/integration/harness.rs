@@ -62,10 +62,7 @@ pub fn envoy_binary() -> PathBuf {
 
 /// The embedded standalone template's text, to write as a template file tests edit.
 pub fn standalone_template() -> &'static str {
-    match baton::bootstrap::TemplateSource::parse("standalone") {
-        baton::bootstrap::TemplateSource::Embedded(_, text) => text,
-        other => panic!("standalone is not embedded: {other:?}"),
-    }
+    include_str!("../../bootstrap-templates/standalone.json")
 }
 
 /// A tiny HTTP/1.1 upstream on loopback: answers every request `200 ok`, keep-alive.

@@ -59,11 +59,6 @@ impl Admin {
         Admin { addr, timeout }
     }
 
-    /// The address this client talks to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Send one request with an empty body; return status and body.
     pub async fn request(
         &self,

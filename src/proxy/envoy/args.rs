@@ -23,9 +23,6 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// `--concurrency`, when set.
     pub concurrency: Option<u32>,
-    /// `--skip-hot-restart-parent-stats`: each epoch counts only its own traffic
-    /// (baton adds the epochs up, see `statsd`).
-    pub skip_parent_stats: bool,
     /// Everything after `--` on baton's command line, passed last.
     pub extra: Vec<String>,
 }
@@ -63,9 +60,6 @@ pub fn epoch_args(
         args.push(n.to_string().into());
     }
     args.extend(base_id.to_args());
-    if o.skip_parent_stats {
-        args.push("--skip-hot-restart-parent-stats".into());
-    }
     args.extend(o.extra.iter().map(OsString::from));
     args
 }
@@ -106,7 +100,6 @@ mod tests {
             ip_version: "v4".into(),
             log_level: "info".into(),
             concurrency: Some(2),
-            skip_parent_stats: false,
             extra: vec!["--component-log-level".into(), "upstream:debug".into()],
         }
     }

@@ -11,8 +11,8 @@ use crate::sys::{capture, Reaper};
 /// A validation (or version query) that takes longer than this is a failure.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Run the validation; `Err` carries Envoy's complaint.
-pub async fn run(
+/// Run `envoy --mode validate` on `config`; `Err` carries Envoy's complaint.
+pub async fn validate(
     reaper: &Reaper,
     binary: &Path,
     config: &Path,

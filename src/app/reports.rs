@@ -1,0 +1,90 @@
+//! What the core reports, as log lines. The message texts and fields are part of
+//! baton's interface (log pipelines and the integration tests match them exactly).
+
+use crate::supervisor::Report;
+
+/// Log one report.
+pub(super) fn log(report: &Report) {
+    match report {
+        Report::Joined { trigger, epoch } => {
+            tracing::info!(%trigger, epoch, "joined the restart that is about to start")
+        }
+        Report::Coalesced { trigger } => {
+            tracing::info!(%trigger, "restart already in progress; folded into one follow-up")
+        }
+        Report::Ignored { trigger, why } => {
+            tracing::info!(%trigger, "restart request ignored: {why}")
+        }
+        Report::Deferred { trigger, draining } => tracing::info!(
+            %trigger,
+            draining,
+            "restart waits until the previous epoch has drained (a restart now would cut its drain short)"
+        ),
+        Report::RestartStarted { epoch, trigger } => match trigger {
+            Some(trigger) => tracing::info!(epoch, %trigger, "hot restart requested"),
+            None => tracing::info!(epoch, "starting epoch"),
+        },
+        Report::Serving {
+            epoch,
+            pid,
+            replaced,
+            trigger: _,
+            restart_ms,
+            startup_ms,
+        } => tracing::info!(
+            epoch,
+            pid,
+            ?replaced,
+            restart_ms,
+            startup_ms,
+            "epoch ready and serving"
+        ),
+        Report::RestartFailed {
+            epoch,
+            reason,
+            message,
+        } => tracing::error!(
+            epoch,
+            %reason,
+            "new epoch refused; the serving epoch (if any) keeps serving: {message}"
+        ),
+        Report::Crashed {
+            epoch,
+            status,
+            crashes,
+            retry_in,
+        } => match retry_in {
+            Some(ms) => tracing::error!(
+                epoch,
+                %status,
+                crashes,
+                retry_in_ms = ms,
+                "serving epoch crashed; restarting it"
+            ),
+            None => tracing::error!(
+                epoch,
+                %status,
+                crashes,
+                "serving epoch crashed too often; giving up"
+            ),
+        },
+        Report::Exited {
+            epoch,
+            pid,
+            status,
+            role,
+            ran_ms,
+        } => tracing::info!(epoch, pid, %status, role = role.label(), ran_ms, "epoch exited"),
+        Report::ChainRepaired { chain } => tracing::warn!(
+            chain,
+            "cleared the 'initialising' flag a failed epoch left in Envoy's shared memory; hot restarts continue"
+        ),
+        Report::ChainRepairFailed { chain, why } => {
+            tracing::warn!(chain, "cannot repair the hot-restart chain: {why}")
+        }
+        Report::ChainAbandoned { chain, why } => tracing::warn!(
+            chain,
+            "hot-restart chain can no longer be extended ({why}); the next epoch starts a new chain"
+        ),
+    }
+}

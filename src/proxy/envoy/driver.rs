@@ -1,0 +1,141 @@
+//! [`EnvoyProxy`]: the Envoy driver behind the [`Proxy`] trait, built once and
+//! complete, with the state that outlives one epoch (chains).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::admin::Admin;
+use super::chains::Chains;
+use super::epoch_files::EpochFiles;
+use super::{args, readiness, validate, Settings};
+use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy};
+use crate::supervisor::{DriverKind, FailureReason, Launch};
+use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
+use crate::sys::Reaper;
+
+/// A single admin request must answer within this.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The Envoy driver and its chains.
+pub struct EnvoyProxy {
+    settings: Settings,
+    files: EpochFiles,
+    reaper: Reaper,
+    chains: Mutex<Chains>,
+    /// `envoy --hot-restart-version`, asked once at start; `None` if it failed (a
+    /// broken chain then cannot be repaired in place).
+    hot_restart_version: Option<String>,
+}
+
+impl EnvoyProxy {
+    /// The driver for `settings`: epochs send their counters to baton's statsd
+    /// receiver on `statsd_port`, and helper commands run through `reaper`.
+    pub fn new(
+        settings: Settings,
+        reaper: Reaper,
+        statsd_port: u16,
+        hot_restart_version: Option<String>,
+    ) -> Self {
+        let files = EpochFiles::new(&settings, statsd_port);
+        let chains = Chains::new(&settings.config_dir, settings.base_id);
+        EnvoyProxy {
+            settings,
+            files,
+            reaper,
+            chains: Mutex::new(chains),
+            hot_restart_version,
+        }
+    }
+
+    fn chains(&self) -> MutexGuard<'_, Chains> {
+        self.chains.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admin(&self) -> Admin {
+        Admin::new(self.settings.admin, ADMIN_TIMEOUT)
+    }
+}
+
+impl Proxy for EnvoyProxy {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Envoy
+    }
+
+    async fn preflight(&self, epoch: u32) -> Result<Prepared, PreflightError> {
+        let notes = check_certs(&self.settings.certs)?;
+        let path = self.files.write(epoch)?;
+        let checked = validate::validate(
+            &self.reaper,
+            &self.settings.binary,
+            &path,
+            &self.settings.options,
+        )
+        .await;
+        if let Err(message) = checked {
+            self.files.remove(epoch);
+            return Err(PreflightError::new(FailureReason::Config, message));
+        }
+        Ok(Prepared {
+            config_digest: file_digest(&path),
+            notes,
+        })
+    }
+
+    fn command(&self, launch: &Launch) -> Result<Command, String> {
+        let base_id = self.chains().args_for(launch.chain, launch.restart_epoch)?;
+        let mut cmd = Command::new(&self.settings.binary);
+        cmd.args(args::epoch_args(
+            &self.files.path(launch.epoch),
+            launch.restart_epoch,
+            &base_id,
+            &self.settings.options,
+        ));
+        Ok(cmd)
+    }
+
+    async fn wait_ready(&self, launch: &Launch, _pid: u32) -> Result<(), String> {
+        let config = self.files.path(launch.epoch);
+        readiness::wait_ready(
+            &self.admin(),
+            launch.restart_epoch,
+            &config.to_string_lossy(),
+            self.settings.ready_timeout,
+        )
+        .await
+    }
+
+    fn drain(&self, epoch: u32, pid: u32) {
+        // Envoy drains its parent itself; the state machine never asks for this.
+        tracing::debug!(epoch, pid, "drain request ignored by the envoy driver");
+    }
+
+    async fn drain_for_shutdown(&self, epoch: u32, _pid: u32) {
+        if let Err(e) = self.admin().drain_listeners_gracefully().await {
+            tracing::warn!(epoch, error = %e, "could not drain listeners");
+        }
+    }
+
+    fn cleanup(&self, epoch: u32) {
+        self.files.remove(epoch);
+    }
+
+    fn repair_chain(&self, chain: u32) -> Result<(), String> {
+        match self.hot_restart_version.as_deref() {
+            Some(KNOWN_HOT_RESTART_VERSION) => self.chains().repair(chain),
+            Some(v) => Err(format!(
+                "hot restart version {v} is not the known {KNOWN_HOT_RESTART_VERSION}"
+            )),
+            None => Err("hot restart version unknown".into()),
+        }
+    }
+
+    fn release_chain(&self, chain: u32) {
+        self.chains().release(chain);
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        Some(self.settings.admin)
+    }
+}

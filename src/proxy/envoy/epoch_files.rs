@@ -1,0 +1,63 @@
+//! Each epoch's bootstrap file: produced from the plan, with baton's statsd sink
+//! added, written atomically as `envoy-rev<N>.json` (mode 0600) and removed when the
+//! epoch is gone. `baton render` writes exactly what `baton envoy` would.
+
+use std::path::PathBuf;
+
+use super::statsd;
+use super::Settings;
+use crate::bootstrap::{self, BootstrapPlan};
+use crate::proxy::PreflightError;
+use crate::supervisor::FailureReason;
+
+/// The bootstrap files of one baton's epochs.
+#[derive(Debug, Clone)]
+pub struct EpochFiles {
+    plan: BootstrapPlan,
+    dir: PathBuf,
+    sink: statsd::Sink,
+}
+
+impl EpochFiles {
+    /// Files from `settings`, whose sink points at baton's statsd receiver on
+    /// `statsd_port` (0 where no receiver runs, as in `baton render`).
+    pub fn new(settings: &Settings, statsd_port: u16) -> Self {
+        EpochFiles {
+            plan: settings.bootstrap.clone(),
+            dir: settings.config_dir.clone(),
+            sink: statsd::Sink {
+                port: statsd_port,
+                flush: settings.stats_flush,
+            },
+        }
+    }
+
+    /// Path of the bootstrap of `epoch`.
+    pub fn path(&self, epoch: u32) -> PathBuf {
+        let ext = if self.plan.is_json() { "json" } else { "yaml" };
+        bootstrap::epoch_config_path(&self.dir, epoch, ext)
+    }
+
+    /// Produce and write this epoch's bootstrap; does not validate it with Envoy.
+    pub fn write(&self, epoch: u32) -> Result<PathBuf, PreflightError> {
+        let failed =
+            |e: &dyn std::fmt::Display| PreflightError::new(FailureReason::Template, e.to_string());
+        let mut rendered = self.plan.produce().map_err(|e| failed(&e))?;
+        // A YAML static bootstrap is used as-is: it gets no sink.
+        if rendered.json.is_object() {
+            let mut json = rendered.json;
+            statsd::add_sink(&mut json, self.sink);
+            rendered = bootstrap::Rendered::from_json(json);
+        }
+        let path = self.path(epoch);
+        bootstrap::write_epoch_config(&path, &rendered).map_err(|e| failed(&e))?;
+        Ok(path)
+    }
+
+    /// Remove the bootstrap of an epoch that is gone.
+    pub fn remove(&self, epoch: u32) {
+        if let Err(e) = bootstrap::remove_epoch_config(&self.path(epoch)) {
+            tracing::warn!(error = %e, "could not remove bootstrap");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The knobs of the state machine: which handover protocol, and every duration.
+
+use super::backoff::Backoff;
+use super::event::Millis;
+
+/// How the proxy hands over from one epoch to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// Envoy's native hot restart: the new epoch drains and terminates its parent
+    /// itself. Epochs form chains (one base id each); `--restart-epoch` counts within
+    /// a chain.
+    Envoy,
+    /// baton holds the sockets; it sends the old epoch the drain signal and kills it
+    /// after the parent shutdown period.
+    Generic,
+}
+
+impl DriverKind {
+    /// `envoy` or `generic`, as the status endpoint shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            DriverKind::Envoy => "envoy",
+            DriverKind::Generic => "generic",
+        }
+    }
+}
+
+/// The knobs of the state machine, all durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Which handover protocol applies.
+    pub driver: DriverKind,
+    /// How long a triggered restart waits for companion triggers (a SIGHUP and a
+    /// `POST /restart` from one deploy step) before reading its inputs.
+    pub gather: Millis,
+    /// Consecutive crashes (or failed recoveries) tolerated; one more and baton exits.
+    pub crash_budget: u32,
+    /// Delay between recovery attempts.
+    pub backoff: Backoff,
+    /// An epoch that served this long before crashing resets the crash count.
+    pub stable_after: Millis,
+    /// How long an epoch may drain before baton steps in. Envoy: its parent
+    /// shutdown time plus a margin (Envoy terminates its own parents); generic: the
+    /// parent shutdown duration, after which the group is killed.
+    pub drain_deadline: Millis,
+    /// Envoy: how long an old epoch is given to drain. A hot restart within that
+    /// time would cut its drain short (Envoy terminates the grandparent when a new
+    /// child starts), so it waits; an epoch of an abandoned chain is sent SIGTERM
+    /// after it.
+    pub drain_period: Millis,
+    /// Generic driver: at most this many old epochs drain at once; beyond it the
+    /// oldest is killed early.
+    pub max_draining: usize,
+    /// How long a graceful shutdown drains before SIGTERM.
+    pub termination_drain: Millis,
+    /// How long after SIGTERM a process gets before SIGKILL.
+    pub kill_grace: Millis,
+}

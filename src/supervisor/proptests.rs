@@ -1,0 +1,535 @@
+//! The core's invariants, checked after every step of generated histories.
+//!
+//! A [`World`] plays the shell faithfully: it only reports what the actions asked
+//! for (a preflight's outcome after `Preflight`, `Spawned` after `Spawn`, readiness
+//! after `WatchReady`, a fired timer after `Schedule`, never before its time), but
+//! in any order and at any moment; processes die whenever the history says so, and
+//! triggers, drains, shutdowns and forwarded signals arrive at random. After every
+//! step the invariants of ARCHITECTURE.md are checked; at the end the world settles
+//! (every outcome delivered, every timer fired) and the liveness invariants are
+//! checked: nothing is left half-started, a follow-up that was asked for ran, and a
+//! shutdown ends in `Exit` with no epoch left.
+//!
+//! `BATON_PROPTEST_CASES` sets the number of histories (default 2,000).
+
+use proptest::prelude::*;
+
+use super::state::Stage;
+use super::*;
+
+const CASES_ENV: &str = "BATON_PROPTEST_CASES";
+
+fn cases() -> u32 {
+    std::env::var(CASES_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[derive(Debug, Clone)]
+enum Move {
+    Trigger(u8),
+    Preflight {
+        pick: usize,
+        pass: bool,
+        reason: u8,
+    },
+    Spawn {
+        pick: usize,
+        ok: bool,
+    },
+    Readiness {
+        pick: usize,
+        ready: bool,
+    },
+    Exit {
+        pick: usize,
+        code: i32,
+        signal: bool,
+    },
+    Timer {
+        pick: usize,
+    },
+    Repair {
+        ok: bool,
+    },
+    Drain,
+    Shutdown,
+    Forward,
+    Wait(u64),
+}
+
+fn a_move() -> impl Strategy<Value = Move> {
+    prop_oneof![
+        3 => (0u8..3).prop_map(Move::Trigger),
+        4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..4)
+            .prop_map(|(pick, pass, reason)| Move::Preflight { pick, pass, reason }),
+        4 => (any::<usize>(), prop::bool::weighted(0.9))
+            .prop_map(|(pick, ok)| Move::Spawn { pick, ok }),
+        4 => (any::<usize>(), prop::bool::weighted(0.8))
+            .prop_map(|(pick, ready)| Move::Readiness { pick, ready }),
+        3 => (any::<usize>(), 0i32..3, any::<bool>())
+            .prop_map(|(pick, code, signal)| Move::Exit { pick, code, signal }),
+        4 => any::<usize>().prop_map(|pick| Move::Timer { pick }),
+        1 => any::<bool>().prop_map(|ok| Move::Repair { ok }),
+        1 => Just(Move::Drain),
+        1 => Just(Move::Shutdown),
+        1 => Just(Move::Forward),
+        3 => (0u64..80_000).prop_map(Move::Wait),
+    ]
+}
+
+fn a_policy() -> impl Strategy<Value = Policy> {
+    (any::<bool>(), 0u64..50, 0u32..4, 0usize..4).prop_map(
+        |(envoy, gather, crash_budget, max_draining)| Policy {
+            driver: if envoy {
+                DriverKind::Envoy
+            } else {
+                DriverKind::Generic
+            },
+            gather,
+            crash_budget,
+            backoff: Backoff {
+                base: 1_000,
+                cap: 8_000,
+            },
+            stable_after: 60_000,
+            drain_deadline: 70_000,
+            drain_period: 45_000,
+            max_draining,
+            termination_drain: 5_000,
+            kill_grace: 5_000,
+        },
+    )
+}
+
+#[derive(Debug)]
+struct Proc {
+    epoch: u32,
+    pid: u32,
+    watching: bool,
+    stopped: Option<StopSignal>,
+}
+
+/// The shell and the processes, as the history plays them.
+struct World {
+    s: State,
+    now: Millis,
+    preflights: Vec<u32>,
+    spawns: Vec<Launch>,
+    procs: Vec<Proc>,
+    timers: Vec<(Millis, Event)>,
+    repairs: Vec<u32>,
+    next_pid: u32,
+    exit: Option<i32>,
+}
+
+impl World {
+    fn new(policy: Policy) -> Self {
+        World {
+            s: State::new(policy),
+            now: 0,
+            preflights: Vec::new(),
+            spawns: Vec::new(),
+            procs: Vec::new(),
+            timers: Vec::new(),
+            repairs: Vec::new(),
+            next_pid: 1000,
+            exit: None,
+        }
+    }
+
+    fn feed(&mut self, event: Event) -> Result<(), TestCaseError> {
+        let before = self.s.clone();
+        let actions = step(&mut self.s, self.now, event.clone());
+        check_step(&before, &self.s, &event, &actions)?;
+        for action in actions {
+            self.carry_out(action)?;
+        }
+        check_state(&self.s)
+    }
+
+    fn carry_out(&mut self, action: Action) -> Result<(), TestCaseError> {
+        prop_assert!(self.exit.is_none(), "{action:?} after Exit");
+        match action {
+            Action::Preflight { epoch } => self.preflights.push(epoch),
+            Action::Spawn(launch) => self.spawns.push(launch),
+            Action::WatchReady { epoch, pid } => {
+                let p = self.procs.iter_mut().find(|p| p.pid == pid);
+                let p =
+                    p.ok_or_else(|| TestCaseError::fail(format!("watch of unknown pid {pid}")))?;
+                prop_assert_eq!(p.epoch, epoch);
+                p.watching = true;
+            }
+            Action::Stop { pid, signal, .. } => {
+                if let Some(p) = self.procs.iter_mut().find(|p| p.pid == pid) {
+                    p.stopped = Some(match (p.stopped, signal) {
+                        (Some(StopSignal::Kill), _) => StopSignal::Kill,
+                        (_, s) => s,
+                    });
+                }
+            }
+            Action::Schedule { after, event } => self.timers.push((self.now + after, event)),
+            Action::RepairChain { chain } => self.repairs.push(chain),
+            Action::Exit { code } => self.exit = Some(code),
+            Action::Drain { .. }
+            | Action::DrainForShutdown { .. }
+            | Action::Forward { .. }
+            | Action::Cleanup { .. }
+            | Action::ReleaseChain { .. }
+            | Action::Report(_) => {}
+        }
+        Ok(())
+    }
+
+    fn play(&mut self, m: Move) -> Result<(), TestCaseError> {
+        match m {
+            Move::Trigger(t) => {
+                let trigger = [Trigger::Signal, Trigger::FileChange, Trigger::Api][t as usize];
+                self.feed(Event::RestartRequested(trigger))
+            }
+            Move::Preflight { pick, pass, reason } => {
+                let Some(epoch) = take(&mut self.preflights, pick) else {
+                    return Ok(());
+                };
+                self.feed(if pass {
+                    Event::PreflightPassed {
+                        epoch,
+                        config_digest: Some(format!("digest-{epoch}")),
+                    }
+                } else {
+                    Event::PreflightFailed {
+                        epoch,
+                        reason: FailureReason::ALL[reason as usize],
+                        message: "generated".into(),
+                    }
+                })
+            }
+            Move::Spawn { pick, ok } => {
+                let Some(launch) = take(&mut self.spawns, pick) else {
+                    return Ok(());
+                };
+                if !ok {
+                    return self.feed(Event::SpawnFailed {
+                        epoch: launch.epoch,
+                        message: "generated".into(),
+                    });
+                }
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                self.procs.push(Proc {
+                    epoch: launch.epoch,
+                    pid,
+                    watching: false,
+                    stopped: None,
+                });
+                self.feed(Event::Spawned {
+                    epoch: launch.epoch,
+                    pid,
+                })
+            }
+            Move::Readiness { pick, ready } => {
+                let watching: Vec<usize> = (0..self.procs.len())
+                    .filter(|&i| self.procs[i].watching)
+                    .collect();
+                let Some(&i) = watching.get(pick % watching.len().max(1)) else {
+                    return Ok(());
+                };
+                self.procs[i].watching = false;
+                let epoch = self.procs[i].epoch;
+                self.feed(if ready {
+                    Event::Ready { epoch }
+                } else {
+                    Event::NotReady {
+                        epoch,
+                        message: "generated".into(),
+                    }
+                })
+            }
+            Move::Exit { pick, code, signal } => {
+                let status = if signal {
+                    ProcessExit::Signal(9)
+                } else {
+                    ProcessExit::Code(code)
+                };
+                self.exit_proc(pick, status)
+            }
+            Move::Timer { pick } => {
+                let due: Vec<usize> = (0..self.timers.len())
+                    .filter(|&i| self.timers[i].0 <= self.now)
+                    .collect();
+                let Some(&i) = due.get(pick % due.len().max(1)) else {
+                    return Ok(());
+                };
+                let (_, event) = self.timers.remove(i);
+                self.feed(event)
+            }
+            Move::Repair { ok } => {
+                let Some(chain) = take(&mut self.repairs, 0) else {
+                    return Ok(());
+                };
+                self.feed(if ok {
+                    Event::ChainRepaired { chain }
+                } else {
+                    Event::ChainRepairFailed {
+                        chain,
+                        why: "generated".into(),
+                    }
+                })
+            }
+            Move::Drain => self.feed(Event::DrainRequested),
+            Move::Shutdown => self.feed(Event::ShutdownRequested),
+            Move::Forward => self.feed(Event::Forward { signal: 10 }),
+            Move::Wait(ms) => {
+                self.now += ms;
+                Ok(())
+            }
+        }
+    }
+
+    fn exit_proc(&mut self, pick: usize, status: ProcessExit) -> Result<(), TestCaseError> {
+        let Some(p) = take(&mut self.procs, pick) else {
+            return Ok(());
+        };
+        self.feed(Event::Exited {
+            epoch: p.epoch,
+            status,
+        })
+    }
+
+    /// Deliver every outstanding outcome the friendly way and fire every timer,
+    /// until nothing is outstanding. `false` if that did not end.
+    fn settle(&mut self) -> Result<bool, TestCaseError> {
+        for _ in 0..10_000 {
+            if self.exit.is_some() {
+                return Ok(true);
+            }
+            if let Some(epoch) = take(&mut self.preflights, 0) {
+                self.feed(Event::PreflightPassed {
+                    epoch,
+                    config_digest: None,
+                })?;
+            } else if !self.spawns.is_empty() {
+                self.play(Move::Spawn { pick: 0, ok: true })?;
+            } else if let Some(chain) = take(&mut self.repairs, 0) {
+                self.feed(Event::ChainRepaired { chain })?;
+            } else if let Some(i) = self.procs.iter().position(|p| p.stopped.is_some()) {
+                let status = match self.procs[i].stopped {
+                    Some(StopSignal::Kill) => ProcessExit::Signal(9),
+                    _ => ProcessExit::Signal(15),
+                };
+                self.exit_proc(i, status)?;
+            } else if let Some(i) = self.procs.iter().position(|p| p.watching) {
+                self.play(Move::Readiness {
+                    pick: i,
+                    ready: true,
+                })?;
+            } else if let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i].0) {
+                let (due, event) = self.timers.remove(i);
+                self.now = self.now.max(due);
+                self.feed(event)?;
+            } else {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Remove and return the element at `pick` (modulo the length), if any.
+fn take<T>(items: &mut Vec<T>, pick: usize) -> Option<T> {
+    if items.is_empty() {
+        return None;
+    }
+    let i = pick % items.len();
+    Some(items.remove(i))
+}
+
+/// Invariants of one step: what it may do to the epoch that was serving, and how a
+/// new epoch is started.
+fn check_step(
+    before: &State,
+    after: &State,
+    event: &Event,
+    actions: &[Action],
+) -> Result<(), TestCaseError> {
+    // A failed new epoch never touches the serving one: only these events may make
+    // the serving epoch stop serving, or signal it.
+    if let Some(serving) = before.serving() {
+        let (s, pid) = (serving.number, serving.pid);
+        let allowed = match event {
+            Event::Ready { epoch } => *epoch != s,
+            Event::Exited { epoch, .. } => *epoch == s,
+            Event::ShutdownRequested
+            | Event::ShutdownDrainElapsed
+            | Event::ShutdownKillDeadline
+            | Event::DrainRequested => true,
+            _ => false,
+        };
+        if !allowed {
+            prop_assert_eq!(
+                after.serving().map(|e| e.number),
+                Some(s),
+                "{:?} took epoch {} out of service",
+                event,
+                s
+            );
+            for a in actions {
+                let hits = match a {
+                    Action::Stop { epoch, .. }
+                    | Action::Drain { epoch, .. }
+                    | Action::DrainForShutdown { epoch, .. } => *epoch == s,
+                    Action::Forward { pid: p, .. } => Some(*p) != pid,
+                    _ => false,
+                };
+                prop_assert!(!hits, "{:?} led to {:?} on serving epoch {}", event, a, s);
+            }
+        }
+    }
+    // Once drained on request or shutting down, nothing new starts and no exit is
+    // a crash.
+    if before.stage != Stage::Running && before.stage != Stage::Idle {
+        prop_assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Preflight { .. } | Action::Spawn(_))),
+            "{:?} started an epoch in {:?}: {:?}",
+            event,
+            before.stage,
+            actions
+        );
+        prop_assert_eq!(after.counts().crashes, before.counts().crashes);
+    }
+    let spawns: Vec<&Launch> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    prop_assert!(spawns.len() <= 1, "two spawns in one step: {:?}", actions);
+    for launch in spawns {
+        // Never two epochs starting at once.
+        let others_starting = after
+            .epochs()
+            .iter()
+            .filter(|e| e.number != launch.epoch && e.phase == Phase::Starting)
+            .count();
+        prop_assert_eq!(
+            others_starting,
+            0,
+            "spawned {:?} beside a starting epoch",
+            launch
+        );
+        prop_assert!(
+            before.epochs().iter().all(|e| e.number <= launch.epoch),
+            "epoch numbers must grow: {:?}",
+            launch
+        );
+        if after.policy.driver == DriverKind::Envoy {
+            // --restart-epoch is exactly (highest running of the chain) + 1, or 0 for
+            // a chain no running epoch belongs to.
+            let highest = after
+                .epochs()
+                .iter()
+                .filter(|e| e.chain == launch.chain && e.pid.is_some())
+                .map(|e| e.restart_epoch)
+                .max();
+            prop_assert_eq!(
+                launch.restart_epoch,
+                highest.map_or(0, |h| h + 1),
+                "{:?} among {:?}",
+                launch,
+                after.epochs()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Invariants that hold in every state.
+fn check_state(s: &State) -> Result<(), TestCaseError> {
+    let count = |phases: &[Phase]| {
+        s.epochs()
+            .iter()
+            .filter(|e| phases.contains(&e.phase))
+            .count()
+    };
+    prop_assert!(
+        count(&[Phase::Serving]) <= 1,
+        "two serving: {:?}",
+        s.epochs()
+    );
+    // At most one restart in flight.
+    prop_assert!(
+        count(&[Phase::Preparing, Phase::Starting]) <= 1,
+        "two restarts in flight: {:?}",
+        s.epochs()
+    );
+    prop_assert!(s.epochs().iter().all(|e| e.phase != Phase::Exited));
+    prop_assert!(s.history().count() <= HISTORY);
+    if s.readiness().is_ok() {
+        prop_assert!(s.serving().is_some());
+    }
+    let mut numbers: Vec<u32> = s.epochs().iter().map(|e| e.number).collect();
+    numbers.dedup();
+    prop_assert_eq!(numbers.len(), s.epochs().len(), "duplicate epoch numbers");
+    Ok(())
+}
+
+fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
+    let mut w = World::new(policy);
+    w.feed(Event::Start)?;
+    for m in moves {
+        if w.exit.is_some() {
+            break;
+        }
+        w.play(m)?;
+    }
+    prop_assert!(w.settle()?, "the world did not settle");
+    if w.exit.is_none() {
+        // Every spawned epoch is eventually serving or gone, and a follow-up that
+        // was asked for has run.
+        for e in w.s.epochs() {
+            prop_assert!(
+                e.phase == Phase::Serving,
+                "epoch {} left {:?} once everything settled: {:?}",
+                e.number,
+                e.phase,
+                w.s.epochs()
+            );
+        }
+        prop_assert!(w.s.pending.is_none(), "a follow-up restart never ran");
+        // Shutdown always ends.
+        w.feed(Event::ShutdownRequested)?;
+        prop_assert!(w.settle()?, "shutdown did not settle");
+    }
+    prop_assert!(
+        w.exit.is_some(),
+        "no Exit after shutdown: {:?}",
+        w.s.epochs()
+    );
+    prop_assert!(
+        w.s.epochs().is_empty(),
+        "epochs left at exit: {:?}",
+        w.s.epochs()
+    );
+    prop_assert!(w.procs.is_empty(), "processes left at exit: {:?}", w.procs);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 20_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn invariants_hold_through_generated_histories(
+        policy in a_policy(),
+        moves in prop::collection::vec(a_move(), 0..80),
+    ) {
+        run_history(policy, moves)?;
+    }
+}

@@ -1,0 +1,232 @@
+//! A restart from trigger to running process: coalescing, the gather window, the
+//! preflight, the spawn, and a new epoch that fails before it serves.
+//!
+//! **Invariant:** at most one restart is in flight; a trigger that arrives meanwhile
+//! joins it (its inputs are not read yet) or becomes the one follow-up.
+
+use super::action::{Action, Launch, Report, StopSignal};
+use super::chain;
+use super::epoch::{Epoch, Phase};
+use super::event::{Event, FailureReason, Millis, Trigger};
+use super::recovery;
+use super::shutdown;
+use super::state::{BackoffTimer, Pending, Stage, State};
+
+pub(super) fn on_start(state: &mut State, now: Millis, out: &mut Vec<Action>) {
+    if state.stage == Stage::Idle {
+        state.stage = Stage::Running;
+        begin(state, None, now, out);
+    }
+}
+
+pub(super) fn on_trigger(state: &mut State, trigger: Trigger, now: Millis, out: &mut Vec<Action>) {
+    match state.stage {
+        Stage::Running => {}
+        Stage::Drained => {
+            out.push(Action::Report(Report::Ignored {
+                trigger,
+                why: "the proxy was drained on request",
+            }));
+            return;
+        }
+        _ => return,
+    }
+    // A preflight that has not read its inputs yet will see whatever this trigger
+    // is about: the trigger joins it, no follow-up needed.
+    if let Some(e) = state
+        .epochs
+        .iter()
+        .find(|e| e.phase == Phase::Preparing && !e.inputs_read)
+    {
+        out.push(Action::Report(Report::Joined {
+            trigger,
+            epoch: e.number,
+        }));
+        return;
+    }
+    if state.in_flight() || state.backoff != BackoffTimer::Unarmed {
+        // One restart at a time; everything that arrives meanwhile is one follow-up.
+        state.defer(trigger, now);
+        out.push(Action::Report(Report::Coalesced { trigger }));
+        return;
+    }
+    if let Some(draining) = state.drain_in_progress() {
+        state.defer(trigger, now);
+        out.push(Action::Report(Report::Deferred { trigger, draining }));
+        return;
+    }
+    begin(
+        state,
+        Some(Pending {
+            trigger,
+            since: now,
+        }),
+        now,
+        out,
+    );
+}
+
+/// Start the next restart if one is due and nothing stands in its way: a recovery
+/// when nothing serves, or the follow-up a trigger asked for (once the previous
+/// epoch's drain period allows it).
+pub(super) fn resume(state: &mut State, now: Millis, out: &mut Vec<Action>) {
+    if state.stage != Stage::Running || state.in_flight() || state.backoff != BackoffTimer::Unarmed
+    {
+        return;
+    }
+    let recovering = state.serving().is_none();
+    if !recovering && (state.pending.is_none() || state.drain_in_progress().is_some()) {
+        return;
+    }
+    let cause = state.pending.take();
+    begin(state, cause, now, out);
+}
+
+/// A new epoch starts preparing. A triggered one first waits the gather window, so
+/// that companion triggers join it; the first epoch and recoveries read their
+/// inputs at once.
+pub(super) fn begin(state: &mut State, cause: Option<Pending>, now: Millis, out: &mut Vec<Action>) {
+    let epoch = state.next_epoch;
+    let trigger = cause.map(|c| c.trigger);
+    let since = cause.map_or(now, |c| c.since);
+    state
+        .epochs
+        .push(Epoch::preparing(epoch, state.chain, trigger, since));
+    out.push(Action::Report(Report::RestartStarted { epoch, trigger }));
+    if trigger.is_some() && state.policy.gather > 0 {
+        out.push(Action::Schedule {
+            after: state.policy.gather,
+            event: Event::GatherElapsed { epoch },
+        });
+    } else {
+        read_inputs(state, epoch, out);
+    }
+}
+
+/// The gather window is over: the preflight reads the inputs now.
+pub(super) fn on_gathered(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
+    read_inputs(state, epoch, out);
+}
+
+fn read_inputs(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
+    let Some(i) = state.find(epoch) else { return };
+    let e = &mut state.epochs[i];
+    if e.phase == Phase::Preparing && !e.inputs_read {
+        e.inputs_read = true;
+        out.push(Action::Preflight { epoch });
+    }
+}
+
+pub(super) fn on_preflight_passed(
+    state: &mut State,
+    epoch: u32,
+    config_digest: Option<String>,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    if state.epochs[i].phase != Phase::Preparing {
+        return;
+    }
+    if state.stage != Stage::Running {
+        state.epochs.remove(i);
+        return;
+    }
+    let (chain, restart_epoch) = chain::place(state);
+    let e = &mut state.epochs[i];
+    e.chain = chain;
+    e.restart_epoch = restart_epoch;
+    e.phase = Phase::Starting;
+    e.config_digest = config_digest;
+    state.next_epoch = epoch + 1;
+    out.push(Action::Spawn(Launch {
+        epoch,
+        chain,
+        restart_epoch,
+    }));
+}
+
+pub(super) fn on_preflight_failed(
+    state: &mut State,
+    epoch: u32,
+    reason: FailureReason,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    if state.epochs[i].phase == Phase::Preparing {
+        state.epochs.remove(i);
+        recovery::start_failed(state, epoch, reason, message, None, now, out);
+    }
+}
+
+pub(super) fn on_spawned(
+    state: &mut State,
+    epoch: u32,
+    pid: u32,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    let e = &mut state.epochs[i];
+    e.pid = Some(pid);
+    e.spawned_at = Some(now);
+    if e.phase == Phase::Stopping {
+        // Aborted (shutdown, drain) between the spawn and its report.
+        e.phase = Phase::Stopping;
+        out.push(Action::Stop {
+            epoch,
+            pid,
+            signal: StopSignal::Kill,
+        });
+        return;
+    }
+    out.push(Action::WatchReady { epoch, pid });
+}
+
+pub(super) fn on_spawn_failed(
+    state: &mut State,
+    epoch: u32,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    let aborted = state.epochs.remove(i).phase == Phase::Stopping;
+    if aborted {
+        shutdown::finish_if_empty(state, out);
+    } else {
+        recovery::start_failed(state, epoch, FailureReason::Spawn, message, None, now, out);
+    }
+}
+
+pub(super) fn on_not_ready(
+    state: &mut State,
+    epoch: u32,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    let e = &mut state.epochs[i];
+    if e.phase != Phase::Starting {
+        return;
+    }
+    e.phase = Phase::Failing;
+    if let Some(pid) = e.pid {
+        out.push(Action::Stop {
+            epoch,
+            pid,
+            signal: StopSignal::Kill,
+        });
+    }
+    recovery::start_failed(
+        state,
+        epoch,
+        FailureReason::NotReady,
+        message,
+        None,
+        now,
+        out,
+    );
+}

@@ -1,0 +1,62 @@
+//! `step`: one event in, the actions it calls for out. Each event is handled by the
+//! module of its concept; what the reports say happened is counted here, once.
+
+use super::action::Action;
+use super::event::{Event, Millis};
+use super::state::State;
+use super::{chain, handover, recovery, restart, shutdown};
+
+/// Advance the supervisor by one event that happened at `now` (ms on the shell's
+/// monotonic clock). Pure: the same state, time and event always give the same
+/// actions.
+pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
+    let mut out = Vec::new();
+    let out_ = &mut out;
+    match event {
+        Event::Start => restart::on_start(state, now, out_),
+        Event::RestartRequested(trigger) => restart::on_trigger(state, trigger, now, out_),
+        Event::GatherElapsed { epoch } => restart::on_gathered(state, epoch, out_),
+        Event::PreflightPassed {
+            epoch,
+            config_digest,
+        } => restart::on_preflight_passed(state, epoch, config_digest, out_),
+        Event::PreflightFailed {
+            epoch,
+            reason,
+            message,
+        } => restart::on_preflight_failed(state, epoch, reason, message, now, out_),
+        Event::Spawned { epoch, pid } => restart::on_spawned(state, epoch, pid, now, out_),
+        Event::SpawnFailed { epoch, message } => {
+            restart::on_spawn_failed(state, epoch, message, now, out_)
+        }
+        Event::Ready { epoch } => handover::on_ready(state, epoch, now, out_),
+        Event::NotReady { epoch, message } => {
+            restart::on_not_ready(state, epoch, message, now, out_)
+        }
+        Event::Exited { epoch, status } => recovery::on_exited(state, epoch, status, now, out_),
+        Event::BackoffElapsed { generation } => {
+            recovery::on_backoff_elapsed(state, generation, now, out_)
+        }
+        Event::ChainRepaired { chain } => chain::on_repaired(state, chain, now, out_),
+        Event::ChainRepairFailed { chain, why } => {
+            chain::on_repair_failed(state, chain, why, now, out_)
+        }
+        Event::DrainSettled { epoch } => handover::on_drain_settled(state, epoch, now, out_),
+        Event::DrainDeadline { epoch } => handover::on_drain_deadline(state, epoch, out_),
+        Event::DrainRequested => shutdown::on_drain_requested(state, out_),
+        Event::ShutdownRequested => shutdown::on_shutdown_requested(state, out_),
+        Event::ShutdownDrainElapsed => shutdown::on_drain_elapsed(state, out_),
+        Event::ShutdownKillDeadline => shutdown::on_kill_deadline(state, out_),
+        Event::Forward { signal } => {
+            if let Some(pid) = state.serving().and_then(|e| e.pid) {
+                out_.push(Action::Forward { pid, signal });
+            }
+        }
+    }
+    for action in &out {
+        if let Action::Report(report) = action {
+            state.counts.record(report);
+        }
+    }
+    out
+}

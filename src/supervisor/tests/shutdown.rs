@@ -1,0 +1,117 @@
+//! Drain on request and graceful shutdown.
+
+use super::*;
+
+#[test]
+fn shutdown_drains_the_serving_epoch_then_terminates_then_kills() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    assert_eq!(
+        sim.step(E::ShutdownRequested),
+        vec![
+            A::DrainForShutdown { epoch: 0, pid: 100 },
+            schedule(5_000, E::ShutdownDrainElapsed),
+        ]
+    );
+    assert_eq!(sim.step(E::RestartRequested(Trigger::Signal)), vec![]);
+    assert_eq!(
+        sim.step(E::ShutdownDrainElapsed),
+        vec![
+            stop(0, 100, StopSignal::Term),
+            schedule(5_000, E::ShutdownKillDeadline),
+        ]
+    );
+    assert_eq!(
+        sim.step(E::ShutdownKillDeadline),
+        vec![stop(0, 100, StopSignal::Kill)]
+    );
+    let exit = sim.step(killed(0, 15));
+    assert_eq!(exit.last(), Some(&A::Exit { code: 0 }));
+}
+
+#[test]
+fn a_second_shutdown_request_skips_the_drain() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::ShutdownRequested);
+    assert_eq!(
+        sim.step(E::ShutdownRequested)[0],
+        stop(0, 100, StopSignal::Term)
+    );
+}
+
+#[test]
+fn shutdown_during_a_restart_kills_the_new_epoch_and_exits_with_the_serving_code() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        passed(1),
+        E::Spawned { epoch: 1, pid: 101 },
+    ]);
+    assert_eq!(
+        sim.step(E::ShutdownRequested),
+        vec![
+            stop(1, 101, StopSignal::Kill),
+            A::DrainForShutdown { epoch: 0, pid: 100 },
+            schedule(5_000, E::ShutdownDrainElapsed),
+        ]
+    );
+    // The killed newcomer is not a failed restart to retry.
+    let a = sim.step(killed(1, 9));
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, A::Preflight { .. } | A::Exit { .. })),
+        "{a:?}"
+    );
+    sim.step(E::ShutdownDrainElapsed);
+    let a = sim.step(exited(0, 0));
+    assert_eq!(a.last(), Some(&A::Exit { code: 0 }));
+}
+
+#[test]
+fn shutdown_while_a_preflight_runs_discards_it() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        E::ShutdownRequested,
+    ]);
+    assert_eq!(sim.step(passed(1)), vec![]);
+    assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
+}
+
+#[test]
+fn shutdown_between_spawn_and_its_report_still_kills_the_process() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        passed(1),
+        E::ShutdownRequested,
+    ]);
+    assert_eq!(
+        sim.step(E::Spawned { epoch: 1, pid: 101 }),
+        vec![stop(1, 101, StopSignal::Kill)]
+    );
+}
+
+#[test]
+fn shutdown_with_nothing_running_exits_at_once() {
+    let mut sim = Sim::new(policy(DriverKind::Envoy));
+    sim.step(E::Start);
+    assert_eq!(sim.step(E::ShutdownRequested), vec![A::Exit { code: 0 }]);
+}
+
+#[test]
+fn drain_request_drains_the_serving_epoch_and_ignores_later_restarts() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    assert_eq!(
+        sim.step(E::DrainRequested),
+        vec![A::DrainForShutdown { epoch: 0, pid: 100 }]
+    );
+    assert_eq!(sim.s.readiness(), Err("draining (POST /drain)".into()));
+    assert_eq!(sim.step(E::DrainRequested), vec![]);
+    assert_eq!(
+        sim.step(E::RestartRequested(Trigger::Api)),
+        vec![A::Report(Report::Ignored {
+            trigger: Trigger::Api,
+            why: "the proxy was drained on request"
+        })]
+    );
+}
