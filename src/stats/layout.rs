@@ -21,8 +21,6 @@
 //! stored NUL padded; the reader applies the same rule, so whatever it returns needs
 //! no escaping beyond what the exposition format itself requires.
 
-use super::error::SegmentError;
-
 /// `"BATNSTAT"`, as it reads in a hex dump of the segment.
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"BATNSTAT");
 /// The layout version this build writes and reads.
@@ -199,36 +197,6 @@ pub(crate) struct RawHeader {
     pub(crate) total_size: u64,
     pub(crate) slot_size: u32,
     pub(crate) lanes: u32,
-}
-
-/// Check a header against the length of the mapping it was read from; on success the
-/// slot count, which then fits in `len` bytes.
-pub(crate) fn check_header(h: &RawHeader, len: u64) -> Result<u32, SegmentError> {
-    if h.magic != MAGIC {
-        return Err(SegmentError::BadMagic { found: h.magic });
-    }
-    if h.version != LAYOUT_VERSION {
-        return Err(SegmentError::UnsupportedVersion { found: h.version });
-    }
-    if h.slot_size as usize != SLOT_SIZE || h.lanes as usize != LANES {
-        return Err(SegmentError::UnsupportedGeometry {
-            slot_size: h.slot_size,
-            lanes: h.lanes,
-        });
-    }
-    if h.total_size != len {
-        return Err(SegmentError::SizeMismatch {
-            header: h.total_size,
-            actual: len,
-        });
-    }
-    if h.slot_count == 0 || h.slot_count > MAX_SLOTS || total_size(h.slot_count) != len {
-        return Err(SegmentError::SlotCountMismatch {
-            slots: h.slot_count,
-            size: len,
-        });
-    }
-    Ok(h.slot_count)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use memmap2::MmapRaw;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
+use super::check;
 use super::error::SegmentError;
 use super::layout::{self, RawHeader, LANES, NAME_WORDS};
 
@@ -112,7 +113,7 @@ impl Mapping {
             slot_size: map.u32_at(layout::OFF_SLOT_SIZE).load(Ordering::Relaxed),
             lanes: map.u32_at(layout::OFF_LANES).load(Ordering::Relaxed),
         };
-        let slots = layout::check_header(&header, len)?;
+        let slots = check::check_header(&header, len)?;
         Ok(Mapping { slots, ..map })
     }
 

@@ -50,13 +50,14 @@
 //! **Boundary:** one of the few modules with `unsafe` (turning mapped words into
 //! atomics, and the handles' raw pointers); each block carries a `// SAFETY:` line.
 
+mod check;
 pub mod child;
-pub mod claim;
-pub mod error;
-pub mod export;
-pub mod layout;
+mod claim;
+mod error;
+pub(crate) mod export;
+mod layout;
 mod mapping;
-pub mod segment;
+mod segment;
 
 #[cfg(test)]
 mod fuzz_tests;

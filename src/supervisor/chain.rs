@@ -8,9 +8,7 @@
 use super::action::{Action, Report};
 use super::epoch::Phase;
 use super::policy::DriverKind;
-use super::restart;
 use super::state::{ChainStatus, State};
-use super::Millis;
 
 /// Envoy: extend the current chain while it has a healthy serving epoch, with
 /// `--restart-epoch` exactly one above the highest running; otherwise open a new
@@ -76,26 +74,28 @@ pub(super) fn abandon(state: &mut State, why: &'static str, out: &mut Vec<Action
     }
 }
 
-pub(super) fn on_repaired(state: &mut State, chain: u32, now: Millis, out: &mut Vec<Action>) {
-    if chain == state.chain && state.chain_status == ChainStatus::Repairing {
-        state.chain_status = ChainStatus::Open;
-        out.push(Action::Report(Report::ChainRepaired { chain }));
-        restart::resume(state, now, out);
-    }
-}
-
-pub(super) fn on_repair_failed(
+/// The shell answered a repair: `true` when it was the one in progress (a restart
+/// that waited for it may go ahead now).
+pub(super) fn on_repair_done(
     state: &mut State,
     chain: u32,
-    why: String,
-    now: Millis,
+    failure: Option<String>,
     out: &mut Vec<Action>,
-) {
-    if chain == state.chain && state.chain_status == ChainStatus::Repairing {
-        out.push(Action::Report(Report::ChainRepairFailed { chain, why }));
-        abandon(state, "its shared memory could not be repaired", out);
-        restart::resume(state, now, out);
+) -> bool {
+    if chain != state.chain || state.chain_status != ChainStatus::Repairing {
+        return false;
     }
+    match failure {
+        None => {
+            state.chain_status = ChainStatus::Open;
+            out.push(Action::Report(Report::ChainRepaired { chain }));
+        }
+        Some(why) => {
+            out.push(Action::Report(Report::ChainRepairFailed { chain, why }));
+            abandon(state, "its shared memory could not be repaired", out);
+        }
+    }
+    true
 }
 
 /// An epoch of `chain` exited: when none of the chain runs any more, the shell

@@ -4,7 +4,7 @@
 //! **Invariant:** a failed new epoch never touches the serving one; only the serving
 //! epoch's own death is a crash, recovered with backoff up to the crash budget.
 
-use super::action::{Action, Report};
+use super::action::{Action, Report, StopSignal};
 use super::chain;
 use super::epoch::{Epoch, Phase};
 use super::event::{Event, FailureReason, Millis, ProcessExit};
@@ -151,6 +151,68 @@ pub(super) fn on_backoff_elapsed(
         state.backoff = BackoffTimer::Unarmed;
         restart::resume(state, now, out);
     }
+}
+
+pub(super) fn on_preflight_failed(
+    state: &mut State,
+    epoch: u32,
+    reason: FailureReason,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    if state.epochs[i].phase == Phase::Preparing {
+        state.epochs.remove(i);
+        start_failed(state, epoch, reason, message, None, now, out);
+    }
+}
+
+pub(super) fn on_spawn_failed(
+    state: &mut State,
+    epoch: u32,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    let aborted = state.epochs.remove(i).phase == Phase::Stopping;
+    if aborted {
+        shutdown::finish_if_empty(state, out);
+    } else {
+        start_failed(state, epoch, FailureReason::Spawn, message, None, now, out);
+    }
+}
+
+pub(super) fn on_not_ready(
+    state: &mut State,
+    epoch: u32,
+    message: String,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let Some(i) = state.find(epoch) else { return };
+    let e = &mut state.epochs[i];
+    if e.phase != Phase::Starting {
+        return;
+    }
+    e.phase = Phase::Failing;
+    if let Some(pid) = e.pid {
+        out.push(Action::Stop {
+            epoch,
+            pid,
+            signal: StopSignal::Kill,
+        });
+    }
+    start_failed(
+        state,
+        epoch,
+        FailureReason::NotReady,
+        message,
+        None,
+        now,
+        out,
+    );
 }
 
 /// A new epoch did not make it. If another serves, it keeps serving and only a new

@@ -1,5 +1,5 @@
 //! A restart from trigger to running process: coalescing, the gather window, the
-//! preflight, the spawn, and a new epoch that fails before it serves.
+//! preflight and the spawn. (A new epoch that fails is `recovery`'s.)
 //!
 //! **Invariant:** at most one restart is in flight; a trigger that arrives meanwhile
 //! joins it (its inputs are not read yet) or becomes the one follow-up.
@@ -7,9 +7,7 @@
 use super::action::{Action, Launch, Report, StopSignal};
 use super::chain;
 use super::epoch::{Epoch, Phase};
-use super::event::{Event, FailureReason, Millis, Trigger};
-use super::recovery;
-use super::shutdown;
+use super::event::{Event, Millis, Trigger};
 use super::state::{BackoffTimer, Pending, Stage, State};
 
 pub(super) fn on_start(state: &mut State, now: Millis, out: &mut Vec<Action>) {
@@ -145,21 +143,6 @@ pub(super) fn on_preflight_passed(
     }));
 }
 
-pub(super) fn on_preflight_failed(
-    state: &mut State,
-    epoch: u32,
-    reason: FailureReason,
-    message: String,
-    now: Millis,
-    out: &mut Vec<Action>,
-) {
-    let Some(i) = state.find(epoch) else { return };
-    if state.epochs[i].phase == Phase::Preparing {
-        state.epochs.remove(i);
-        recovery::start_failed(state, epoch, reason, message, None, now, out);
-    }
-}
-
 pub(super) fn on_spawned(
     state: &mut State,
     epoch: u32,
@@ -182,51 +165,4 @@ pub(super) fn on_spawned(
         return;
     }
     out.push(Action::WatchReady { epoch, pid });
-}
-
-pub(super) fn on_spawn_failed(
-    state: &mut State,
-    epoch: u32,
-    message: String,
-    now: Millis,
-    out: &mut Vec<Action>,
-) {
-    let Some(i) = state.find(epoch) else { return };
-    let aborted = state.epochs.remove(i).phase == Phase::Stopping;
-    if aborted {
-        shutdown::finish_if_empty(state, out);
-    } else {
-        recovery::start_failed(state, epoch, FailureReason::Spawn, message, None, now, out);
-    }
-}
-
-pub(super) fn on_not_ready(
-    state: &mut State,
-    epoch: u32,
-    message: String,
-    now: Millis,
-    out: &mut Vec<Action>,
-) {
-    let Some(i) = state.find(epoch) else { return };
-    let e = &mut state.epochs[i];
-    if e.phase != Phase::Starting {
-        return;
-    }
-    e.phase = Phase::Failing;
-    if let Some(pid) = e.pid {
-        out.push(Action::Stop {
-            epoch,
-            pid,
-            signal: StopSignal::Kill,
-        });
-    }
-    recovery::start_failed(
-        state,
-        epoch,
-        FailureReason::NotReady,
-        message,
-        None,
-        now,
-        out,
-    );
 }

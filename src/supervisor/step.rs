@@ -24,22 +24,28 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
             epoch,
             reason,
             message,
-        } => restart::on_preflight_failed(state, epoch, reason, message, now, out_),
+        } => recovery::on_preflight_failed(state, epoch, reason, message, now, out_),
         Event::Spawned { epoch, pid } => restart::on_spawned(state, epoch, pid, now, out_),
         Event::SpawnFailed { epoch, message } => {
-            restart::on_spawn_failed(state, epoch, message, now, out_)
+            recovery::on_spawn_failed(state, epoch, message, now, out_)
         }
         Event::Ready { epoch } => handover::on_ready(state, epoch, now, out_),
         Event::NotReady { epoch, message } => {
-            restart::on_not_ready(state, epoch, message, now, out_)
+            recovery::on_not_ready(state, epoch, message, now, out_)
         }
         Event::Exited { epoch, status } => recovery::on_exited(state, epoch, status, now, out_),
         Event::BackoffElapsed { generation } => {
             recovery::on_backoff_elapsed(state, generation, now, out_)
         }
-        Event::ChainRepaired { chain } => chain::on_repaired(state, chain, now, out_),
+        Event::ChainRepaired { chain } => {
+            if chain::on_repair_done(state, chain, None, out_) {
+                restart::resume(state, now, out_);
+            }
+        }
         Event::ChainRepairFailed { chain, why } => {
-            chain::on_repair_failed(state, chain, why, now, out_)
+            if chain::on_repair_done(state, chain, Some(why), out_) {
+                restart::resume(state, now, out_);
+            }
         }
         Event::DrainSettled { epoch } => handover::on_drain_settled(state, epoch, now, out_),
         Event::DrainDeadline { epoch } => handover::on_drain_deadline(state, epoch, out_),
