@@ -36,6 +36,9 @@ pub enum Command {
     Render(Box<RenderArgs>),
     /// Ask a running baton for a hot restart.
     Restart(ClientArgs),
+    /// Make a running baton drain: readiness 503 at once, the serving epoch keeps
+    /// serving what it has (a Kubernetes preStop hook; no curl needed).
+    Drain(ClientArgs),
     /// Block until the proxy is ready (a Kubernetes postStart hook).
     Wait(WaitArgs),
     /// Show the epochs of a running baton.
@@ -71,7 +74,7 @@ pub enum StatsFormat {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The status server of the baton to talk to.
-    #[arg(long, env = "BATON_STATUS_ADDR", default_value = defaults::STATUS_ADDR)]
+    #[arg(long, env = "BATON_STATUS_ADDR", default_value = defaults::STATUS_CLIENT_ADDR)]
     pub status_addr: SocketAddr,
 }
 

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-/// `--status-addr`.
-pub const STATUS_ADDR: &str = "127.0.0.1:15020";
+/// `--status-addr` of `baton envoy|run`: every interface, port 15020 (as Istio's
+/// agent), so the kubelet's probes reach it on the pod IP.
+pub const STATUS_ADDR: &str = "0.0.0.0:15020";
+/// `--status-addr` of the client commands (`baton restart|drain|wait|status|stats`).
+pub const STATUS_CLIENT_ADDR: &str = "127.0.0.1:15020";
 /// `baton wait --timeout`.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--debounce`: act once the watched directories have been still this long.

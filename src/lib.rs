@@ -92,11 +92,15 @@ pub fn main() -> ExitCode {
         Command::Render(args) => config::render_settings(&args, &ProcessEnv)
             .map_err(anyhow::Error::from)
             .and_then(app::render),
-        Command::Restart(args) => client::run(client::restart(args.status_addr)),
-        Command::Wait(args) => client::run(client::wait(args.client.status_addr, args.timeout)),
-        Command::Status(args) => client::run(client::status(args.status_addr)),
+        Command::Restart(args) => client::run(client::restart(client::reachable(args.status_addr))),
+        Command::Drain(args) => client::run(client::drain(client::reachable(args.status_addr))),
+        Command::Wait(args) => client::run(client::wait(
+            client::reachable(args.client.status_addr),
+            args.timeout,
+        )),
+        Command::Status(args) => client::run(client::status(client::reachable(args.status_addr))),
         Command::Stats(args) => client::run(client::stats(
-            args.client.status_addr,
+            client::reachable(args.client.status_addr),
             args.pid,
             args.format == cli::StatsFormat::Prometheus,
         )),

@@ -40,7 +40,13 @@ impl Reply {
                         }
                         _ => None,
                     })
-                    .unwrap_or_else(|| "nothing to drain".into());
+                    .unwrap_or_else(|| {
+                        if state.shutting_down() {
+                            "shutting down already".into()
+                        } else {
+                            "draining already, or nothing serves to drain".into()
+                        }
+                    });
                 let _ = tx.send(text);
             }
             Reply::Quit(tx) => {
@@ -53,26 +59,31 @@ impl Reply {
 fn restart_reply(actions: &[Action], state: &State) -> RestartReply {
     let found = actions.iter().find_map(|a| match a {
         Action::Report(Report::RestartStarted { epoch, .. }) => Some(RestartReply {
+            accepted: true,
             coalesced: false,
             epoch: Some(*epoch),
             detail: format!("started epoch {epoch}"),
         }),
         Action::Report(Report::Joined { epoch, .. }) => Some(RestartReply {
+            accepted: true,
             coalesced: true,
             epoch: Some(*epoch),
             detail: format!("joined the restart of epoch {epoch}"),
         }),
         Action::Report(Report::Coalesced { .. }) => Some(RestartReply {
+            accepted: true,
             coalesced: true,
             epoch: None,
             detail: "coalesced into the restart in flight".into(),
         }),
         Action::Report(Report::Deferred { draining, .. }) => Some(RestartReply {
+            accepted: true,
             coalesced: true,
             epoch: None,
             detail: format!("deferred until epoch {draining} has drained"),
         }),
         Action::Report(Report::Ignored { why, .. }) => Some(RestartReply {
+            accepted: false,
             coalesced: false,
             epoch: None,
             detail: format!("ignored: {why}"),
@@ -80,6 +91,7 @@ fn restart_reply(actions: &[Action], state: &State) -> RestartReply {
         _ => None,
     });
     found.unwrap_or_else(|| RestartReply {
+        accepted: false,
         coalesced: false,
         epoch: None,
         detail: if state.shutting_down() {

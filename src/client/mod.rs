@@ -5,7 +5,8 @@
 //!
 //! | command | request | exit 0 | exit 1 |
 //! | --- | --- | --- | --- |
-//! | [`restart`] | `POST /restart` | baton decided (started, coalesced, deferred) | baton unreachable or refused |
+//! | [`restart`] | `POST /restart` | a restart will happen (started, joined, coalesced, deferred) | baton unreachable, or no restart (drained, shutting down) |
+//! | [`drain`] | `POST /drain` | baton drains (or did already) | baton unreachable or refused |
 //! | [`wait`] | `GET /healthz/ready` every 100ms | ready before the timeout | timeout; the last reason is printed |
 //! | [`status`] | `GET /epochs` | table printed | baton unreachable or refused |
 //!
@@ -68,6 +69,9 @@ pub enum ClientError {
     /// baton answered 2xx with a body that does not parse.
     #[error("unexpected answer from baton: {0}")]
     Unexpected(String),
+    /// baton answered, and no restart will happen for this request.
+    #[error("{0}")]
+    NotStarted(String),
     /// `wait` ran out of time.
     #[error("not ready after {}: {reason}", humantime::format_duration(*.waited))]
     NotReady {
@@ -78,13 +82,41 @@ pub enum ClientError {
     },
 }
 
-/// `baton restart`: ask for a hot restart and print what baton decided.
+/// `baton restart`: ask for a hot restart and print what baton decided; exit 1
+/// when no restart will happen for it (baton says why).
 pub async fn restart(addr: SocketAddr) -> i32 {
+    report(request_restart(addr).await.and_then(|reply| {
+        if reply.accepted {
+            Ok(describe_restart(&reply))
+        } else {
+            Err(ClientError::NotStarted(describe_restart(&reply)))
+        }
+    }))
+}
+
+/// `baton drain`: readiness 503 at once; the serving epoch finishes what it has.
+/// What a Kubernetes preStop hook runs (exit 0 also when baton drains already).
+pub async fn drain(addr: SocketAddr) -> i32 {
     report(
-        request_restart(addr)
+        call(addr, Method::POST, "/drain")
             .await
-            .map(|reply| describe_restart(&reply)),
+            .map(|body| String::from_utf8_lossy(&body).trim().to_string()),
     )
+}
+
+/// The address to connect to for a status address: a server listening on every
+/// interface (`0.0.0.0`, `::`) is reached on loopback, where its mutating routes
+/// answer.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 /// `baton wait`: block until baton reports ready, at most `timeout`.
@@ -153,6 +185,7 @@ pub fn describe_restart(reply: &RestartReply) -> String {
     let headline = match (reply.epoch, reply.coalesced) {
         (Some(epoch), _) => format!("restart started: epoch {epoch}"),
         (None, true) => "coalesced into the restart in flight".to_string(),
+        (None, false) if reply.accepted => "restart queued".to_string(),
         (None, false) => "restart not started".to_string(),
     };
     if reply.detail.is_empty() {

@@ -68,6 +68,7 @@ async fn restart_reports_the_epoch_baton_started_and_exits_0() {
         while let Some(command) = commands.recv().await {
             if let Command::Restart { reply } = command {
                 let _ = reply.send(RestartReply {
+                    accepted: true,
                     coalesced: false,
                     epoch: Some(1),
                     detail: "started epoch 1".into(),
@@ -103,9 +104,47 @@ async fn restart_exits_1_when_baton_is_shutting_down() {
     assert_eq!(restart(baton.addr).await, EXIT_FAILURE);
 }
 
+#[tokio::test]
+async fn restart_exits_1_saying_why_when_no_restart_will_happen() {
+    let (_snapshots, receiver) = watch::channel(Snapshot::starting("generic", SystemTime::now()));
+    let (sender, mut commands) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(status::serve(listener, StatusState::new(receiver, sender)));
+    tokio::spawn(async move {
+        while let Some(command) = commands.recv().await {
+            if let Command::Restart { reply } = command {
+                let _ = reply.send(RestartReply {
+                    accepted: false,
+                    coalesced: false,
+                    epoch: None,
+                    detail: "ignored: the proxy was drained on request".into(),
+                });
+            }
+        }
+    });
+    let err = match request_restart(addr).await {
+        Ok(reply) if !reply.accepted => describe_restart(&reply),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(err.contains("drained on request"), "{err}");
+    assert_eq!(restart(addr).await, EXIT_FAILURE);
+}
+
+#[test]
+fn a_status_address_on_every_interface_is_reached_on_loopback() {
+    let any: SocketAddr = "0.0.0.0:15020".parse().unwrap();
+    assert_eq!(reachable(any), "127.0.0.1:15020".parse().unwrap());
+    let any6: SocketAddr = "[::]:1".parse().unwrap();
+    assert_eq!(reachable(any6), "[::1]:1".parse().unwrap());
+    let given: SocketAddr = "10.0.0.2:15020".parse().unwrap();
+    assert_eq!(reachable(given), given);
+}
+
 #[test]
 fn restart_outcomes_read_as_one_line() {
-    let reply = |coalesced, epoch, detail: &str| RestartReply {
+    let reply = |coalesced, epoch: Option<u32>, detail: &str| RestartReply {
+        accepted: epoch.is_some() || coalesced,
         coalesced,
         epoch,
         detail: detail.into(),

@@ -32,6 +32,10 @@ pub enum Command {
 /// What became of a `POST /restart`; sent back as its JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartReply {
+    /// A restart will happen for it: started now, joined the one about to read its
+    /// inputs, or queued as the one follow-up. `false`: refused (drained, shutting
+    /// down), and `detail` says why.
+    pub accepted: bool,
     /// The request was folded into the restart already in flight.
     pub coalesced: bool,
     /// The epoch this restart started, when it started one now.

@@ -25,12 +25,12 @@ mod command;
 mod loopback;
 mod metrics;
 mod routes;
+mod server;
 mod snapshot;
 
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub use snapshot::{EpochStatus, EpochsReport, Readiness, Snapshot, Static};
 /// How long `/stats/prometheus` waits for Envoy's own stats before serving baton's
 /// alone. Below Prometheus's default 10s scrape timeout, with room for baton's part.
 pub const DEFAULT_ENVOY_STATS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Largest request body accepted (the routes take none; a hook may send a little).
+pub const MAX_BODY: usize = 4096;
 
 /// How long a mutating route waits for the shell's decision before answering 503.
 /// The shell decides within one event-loop turn; this only bounds a wedged shell.
@@ -100,8 +103,9 @@ impl StatusState {
 }
 
 /// The status server's routes (see the module doc). Serve it with the peer address
-/// attached (`into_make_service_with_connect_info::<SocketAddr>()`), as [`serve`] does:
-/// the mutating routes need it.
+/// attached, as [`serve`] does: the mutating routes need it. A mutating request's
+/// body (expected empty, at most [`MAX_BODY`] bytes) is read completely before
+/// anything is done: a malformed one is answered 400 and changes nothing.
 pub fn router(state: StatusState) -> Router {
     Router::new()
         .route("/healthz/ready", get(routes::ready))
@@ -111,12 +115,13 @@ pub fn router(state: StatusState) -> Router {
         .route("/restart", post(routes::restart))
         .route("/drain", post(routes::drain))
         .route("/quitquitquit", post(routes::quit))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// Serve [`router`] on `listener` until the task is aborted or accepting fails.
-/// Run it in a task of its own.
+/// Serve [`router`] on `listener` until the task is aborted or accepting fails
+/// for good (see [`server`] for the timeouts and the connection cap). Run it in a
+/// task of its own.
 pub async fn serve(listener: TcpListener, state: StatusState) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await
+    server::serve(listener, router(state), server::HEADER_READ_TIMEOUT).await
 }

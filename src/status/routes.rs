@@ -3,11 +3,15 @@
 //!
 //! **Invariant:** a handler never holds the snapshot borrow across an `.await`, so
 //! the shell's next publish is never blocked by a slow client or a slow Envoy.
+//! **Invariant:** a mutating handler acts only once its whole request, body
+//! included, has been read: `Bytes` is its last extractor, so a malformed or
+//! oversized body is answered (400/413) before anything is asked of the shell.
 //! **Invariant:** a mutating handler waits for the shell's decision at most
 //! [`StatusState::reply_timeout`]; a shell that is gone or silent reads as 503.
 
 use std::time::SystemTime;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -90,6 +94,7 @@ pub(super) async fn segment(
 pub(super) async fn restart(
     LoopbackPeer(peer): LoopbackPeer,
     State(state): State<StatusState>,
+    _body: Bytes,
 ) -> Response {
     tracing::info!(%peer, "restart requested over HTTP");
     match ask(&state, |reply| Command::Restart { reply }).await {
@@ -102,6 +107,7 @@ pub(super) async fn restart(
 pub(super) async fn drain(
     LoopbackPeer(peer): LoopbackPeer,
     State(state): State<StatusState>,
+    _body: Bytes,
 ) -> Response {
     tracing::info!(%peer, "drain requested over HTTP");
     text_reply(ask(&state, |reply| Command::Drain { reply }).await)
@@ -111,6 +117,7 @@ pub(super) async fn drain(
 pub(super) async fn quit(
     LoopbackPeer(peer): LoopbackPeer,
     State(state): State<StatusState>,
+    _body: Bytes,
 ) -> Response {
     tracing::info!(%peer, "shutdown requested over HTTP");
     text_reply(ask(&state, |reply| Command::Quit { reply }).await)

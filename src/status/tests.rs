@@ -62,6 +62,7 @@ fn answer_commands(mut commands: mpsc::UnboundedReceiver<Command>) {
             match command {
                 Command::Restart { reply } => {
                     let _ = reply.send(RestartReply {
+                        accepted: true,
                         coalesced: false,
                         epoch: Some(4),
                         detail: "started epoch 4".into(),
@@ -151,6 +152,7 @@ async fn restart_from_loopback_answers_202_with_the_shells_decision() {
     assert_eq!(
         reply,
         RestartReply {
+            accepted: true,
             coalesced: false,
             epoch: Some(4),
             detail: "started epoch 4".into()
@@ -353,4 +355,70 @@ async fn generic_mode_has_no_envoy_part() {
     let (_, text) = call(&h.state, Method::GET, "/stats/prometheus", REMOTE).await;
     assert_valid_exposition(&text);
     assert!(!text.contains("envoy"), "{text}");
+}
+
+/// The real server on a loopback port, with a short header timeout.
+async fn serve_for_test(state: StatusState, header_timeout: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, router(state), header_timeout));
+    addr
+}
+
+/// Everything the server sends until it closes the connection (or 5 s pass).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_header_timeout() {
+    let h = harness();
+    let addr = serve_for_test(h.state, Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut idle).await, "");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // A keep-alive connection that goes idle after a request is closed too.
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    kept.write_all(b"GET /healthz/ready HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_refused_before_anything_is_done() {
+    let mut h = harness();
+    let addr = serve_for_test(h.state.clone(), Duration::from_secs(5)).await;
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /drain HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nZZ\r\nnot a chunk\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        h.commands.try_recv().is_err(),
+        "the drain was carried out despite the malformed request"
+    );
+    // A well-formed one still works.
+    answer_commands(h.commands);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /drain HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
 }
