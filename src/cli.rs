@@ -187,9 +187,10 @@ pub struct BootstrapArgs {
     #[arg(long, env = "BATON_CONCURRENCY")]
     pub concurrency: Option<u32>,
     /// How often every epoch sends its counters to baton (which carries them across
-    /// epochs); also the bootstrap's `stats_flush_interval`.
-    #[arg(long, env = "BATON_STATS_FLUSH_INTERVAL", default_value = human(defaults::STATS_FLUSH_INTERVAL), value_parser = duration)]
-    pub stats_flush_interval: Duration,
+    /// epochs); also the bootstrap's `stats_flush_interval` [default: 5s, or what fits
+    /// between --drain-duration and --parent-shutdown-duration].
+    #[arg(long, env = "BATON_STATS_FLUSH_INTERVAL", value_parser = duration)]
+    pub stats_flush_interval: Option<Duration>,
     /// Certificates.
     #[command(flatten)]
     pub certs: CertArgs,
@@ -216,12 +217,20 @@ pub struct DrainArgs {
     /// How long an old epoch drains after a hot restart.
     #[arg(long, env = "BATON_DRAIN_DURATION", default_value = human(defaults::DRAIN_DURATION), value_parser = duration)]
     pub drain_duration: Duration,
-    /// When an old epoch is stopped after a hot restart, drained or not.
-    #[arg(long, env = "BATON_PARENT_SHUTDOWN_DURATION", default_value = human(defaults::PARENT_SHUTDOWN_DURATION), value_parser = duration)]
-    pub parent_shutdown_duration: Duration,
-    /// How long the serving epoch drains on SIGTERM before it is stopped.
+    /// When an old epoch is stopped after a hot restart, drained or not [default:
+    /// 60s, or --drain-duration plus one stats flush if that is longer].
+    #[arg(long, env = "BATON_PARENT_SHUTDOWN_DURATION", value_parser = duration)]
+    pub parent_shutdown_duration: Option<Duration>,
+    /// How long the serving epoch drains on SIGTERM, at most, before it is stopped.
     #[arg(long, env = "BATON_TERMINATION_DRAIN_DURATION", default_value = human(defaults::TERMINATION_DRAIN_DURATION), value_parser = duration)]
     pub termination_drain_duration: Duration,
+    /// On SIGTERM, stop as soon as Envoy has no active downstream connection (after
+    /// --minimum-drain-duration), as Istio's EXIT_ON_ZERO_ACTIVE_CONNECTIONS.
+    #[arg(long, env = "BATON_EXIT_ON_ZERO_ACTIVE_CONNECTIONS")]
+    pub exit_on_zero_active_connections: bool,
+    /// With --exit-on-zero-active-connections: drain at least this long first.
+    #[arg(long, env = "BATON_MINIMUM_DRAIN_DURATION", default_value = human(defaults::MINIMUM_DRAIN_DURATION), value_parser = duration)]
+    pub minimum_drain_duration: Duration,
 }
 
 /// Timing of epochs.

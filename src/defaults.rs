@@ -24,6 +24,8 @@ pub const DRAIN_DURATION: Duration = Duration::from_secs(45);
 pub const PARENT_SHUTDOWN_DURATION: Duration = Duration::from_secs(60);
 /// `--termination-drain-duration`.
 pub const TERMINATION_DRAIN_DURATION: Duration = Duration::from_secs(5);
+/// `--minimum-drain-duration` (Istio's `MINIMUM_DRAIN_DURATION`).
+pub const MINIMUM_DRAIN_DURATION: Duration = Duration::from_secs(5);
 /// `--ready-timeout`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--stats-slots`.

@@ -64,7 +64,12 @@ pub fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == handoff::EXEC_SHIM_ARG) {
         let err = handoff::exec_shim(&args[2..]);
-        eprintln!("baton: {err}");
+        // `__exec-shim -- COMMAND …`: name the command, as a shell would.
+        let command = args[2..].iter().find(|a| *a != "--");
+        match command {
+            Some(c) => eprintln!("baton: cannot run {}: {err}", c.to_string_lossy()),
+            None => eprintln!("baton: no command to run: {err}"),
+        }
         return exit::to_process(handoff::shim_exit_code(&err));
     }
     let cli = match Cli::try_parse() {

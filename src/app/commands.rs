@@ -35,8 +35,13 @@ impl Reply {
                 let text = actions
                     .iter()
                     .find_map(|a| match a {
-                        Action::DrainForShutdown { epoch, .. } => {
-                            Some(format!("draining epoch {epoch}"))
+                        Action::Report(Report::Drained {
+                            serving: Some(epoch),
+                        }) => Some(format!(
+                            "draining: not ready from now on; epoch {epoch} serves what it has"
+                        )),
+                        Action::Report(Report::Drained { serving: None }) => {
+                            Some("draining: not ready from now on; no epoch serves".into())
                         }
                         _ => None,
                     })

@@ -12,6 +12,7 @@
 
 mod commands;
 mod metrics;
+mod output;
 mod render;
 mod reports;
 mod resources;
@@ -42,7 +43,11 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
         driver,
         supervision,
         owned_config_dir,
+        notes,
     } = settings;
+    for note in notes {
+        tracing::info!("{note}");
+    }
     std::fs::create_dir_all(&driver.config_dir)
         .with_context(|| format!("creating --config-dir {}", driver.config_dir.display()))?;
     let code = in_runtime(async move {

@@ -13,6 +13,9 @@ use crate::sys::Reaper;
 
 /// Render (and with `--validate-with`, validate) the bootstrap. Returns the exit code.
 pub fn render(mut settings: RenderSettings) -> anyhow::Result<i32> {
+    for note in &settings.notes {
+        eprintln!("baton render: {note}");
+    }
     // Render into a scratch directory so nothing of a real config dir is touched.
     let scratch = std::env::temp_dir().join(format!("baton-render-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;

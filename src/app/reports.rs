@@ -48,6 +48,13 @@ pub(super) fn log(report: &Report) {
             %reason,
             "new epoch refused; the serving epoch (if any) keeps serving: {message}"
         ),
+        Report::Drained { serving } => tracing::info!(
+            serving = serving.map(i64::from).unwrap_or(-1),
+            "draining on request: readiness is 503 from now on; no epoch starts until shutdown"
+        ),
+        Report::GivingUp { code, why } => {
+            tracing::error!(code, "baton gives up: {why}")
+        }
         Report::Crashed {
             epoch,
             status,

@@ -9,6 +9,7 @@
 //! may retire would kill it.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,11 +18,18 @@ use nix::unistd::Pid;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 
+use super::output::Relay;
 use super::reports;
 use crate::proxy::Proxy;
 use crate::supervisor::{Action, Event, Launch, Millis, StopSignal};
 use crate::sys::spawn::clean_slate;
 use crate::sys::{signal_name, Reaper};
+
+/// How long an exited epoch's output may take to end (a child it left behind may
+/// hold the pipe) before its exit is reported.
+const LAST_WORDS_WAIT: Duration = Duration::from_millis(250);
+/// How often the serving epoch's connections are counted while waiting for none.
+const CONNECTIONS_POLL: Duration = Duration::from_secs(1);
 
 /// baton's monotonic clock, and the wall-clock time it started at.
 #[derive(Debug, Clone, Copy)]
@@ -94,11 +102,12 @@ impl<P: Proxy> Shell<P> {
                     tracing::debug!(epoch, pid, error = %e, "signal not delivered");
                 }
             }
-            Action::DrainForShutdown { epoch, pid } => {
+            Action::DrainListeners { epoch, pid } => {
                 tracing::info!(epoch, pid, "draining the serving epoch's listeners");
                 let proxy = self.proxy.clone();
-                tokio::spawn(async move { proxy.drain_for_shutdown(epoch, pid).await });
+                tokio::spawn(async move { proxy.drain_listeners(epoch, pid).await });
             }
+            Action::WatchConnections { epoch } => self.watch_connections(epoch),
             Action::Forward { pid, signal } => {
                 tracing::info!(pid, signal = %signal_name(signal), "forwarding signal");
                 if let Ok(sig) = Signal::try_from(signal) {
@@ -163,16 +172,34 @@ impl<P: Proxy> Shell<P> {
         let epoch = launch.epoch;
         let mut cmd = match self.proxy.command(&launch) {
             Ok(cmd) => cmd,
-            Err(message) => return self.send(Event::SpawnFailed { epoch, message }),
+            Err(message) => {
+                let code = crate::exit::FAILURE;
+                return self.send(Event::SpawnFailed {
+                    epoch,
+                    message,
+                    code,
+                });
+            }
         };
-        cmd.stdin(std::process::Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         clean_slate(&mut cmd);
-        let spawned = match self.reaper.spawn(&mut cmd) {
+        let mut spawned = match self.reaper.spawn(&mut cmd) {
             Ok(s) => s,
             Err(e) => {
                 let program = cmd.get_program().to_string_lossy().into_owned();
                 let message = format!("cannot start {program}: {e}");
-                return self.send(Event::SpawnFailed { epoch, message });
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound => crate::exit::NOT_FOUND,
+                    std::io::ErrorKind::PermissionDenied => crate::exit::CANNOT_EXECUTE,
+                    _ => crate::exit::FAILURE,
+                };
+                return self.send(Event::SpawnFailed {
+                    epoch,
+                    message,
+                    code,
+                });
             }
         };
         let pid = spawned.pid;
@@ -184,13 +211,43 @@ impl<P: Proxy> Shell<P> {
             "epoch started"
         );
         self.launches.insert(epoch, launch);
+        let relay = Relay::start(epoch, pid, &mut spawned.child);
         let events = self.events.clone();
         tokio::spawn(async move {
             if let Ok(status) = spawned.exit.await {
-                let _ = events.send(Event::Exited { epoch, status });
+                let last_words = relay.last_words(LAST_WORDS_WAIT).await;
+                let _ = events.send(Event::Exited {
+                    epoch,
+                    status,
+                    last_words,
+                });
             }
         });
         self.send(Event::Spawned { epoch, pid });
+    }
+
+    /// Count the serving epoch's active connections until there are none (drivers
+    /// that cannot count never answer: the termination drain period ends it).
+    fn watch_connections(&mut self, epoch: u32) {
+        let proxy = self.proxy.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match proxy.active_connections().await {
+                    Some(0) => {
+                        tracing::info!(epoch, "no active connection left");
+                        let _ = events.send(Event::ConnectionsDrained);
+                        return;
+                    }
+                    Some(n) => {
+                        tracing::debug!(epoch, active = n, "waiting for connections to close")
+                    }
+                    None if !proxy.counts_connections() => return,
+                    None => {}
+                }
+                tokio::time::sleep(CONNECTIONS_POLL).await;
+            }
+        });
     }
 
     fn watch_ready(&mut self, epoch: u32, pid: u32) {

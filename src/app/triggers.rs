@@ -9,12 +9,21 @@ use crate::config::Supervision;
 use crate::supervisor::{Event, Trigger};
 use crate::watch::{self, WatchConfig, WatchHandle};
 
-/// Wait up to `--cert-wait` for every watched file to exist.
+/// Wait up to `--cert-wait` for the certificates and `--watch` paths to exist (a
+/// secret volume may be filled moments after the pod starts), saying what is
+/// awaited when the wait begins and every 10 s.
 pub async fn wait_for_files(s: &Supervision) -> Result<(), watch::WaitError> {
-    if s.watched.is_empty() {
+    if s.wait_for.is_empty() {
         return Ok(());
     }
-    watch::wait_for(&s.watched, s.cert_wait).await
+    watch::wait_for(&s.wait_for, s.cert_wait, |missing, left| {
+        tracing::info!(
+            missing = ?missing,
+            left_s = left.as_secs(),
+            "waiting for certificates and watched files to appear (--cert-wait)"
+        )
+    })
+    .await
 }
 
 /// Start the watcher; `None` when nothing is watched. Dropping the handle stops it.

@@ -24,24 +24,26 @@ pub(super) struct BootstrapSettings {
 }
 
 impl BootstrapSettings {
-    /// The files whose content changes are restarts: every certificate and key, and
-    /// the template or static bootstrap when it is a file.
-    pub fn watched(&self) -> Vec<PathBuf> {
-        let mut watched: Vec<PathBuf> = self
-            .certs
-            .iter()
-            .flat_map(|p| [p.cert.clone(), p.key.clone()])
-            .collect();
+    /// The template or static bootstrap, when it is a file: watched (an edit
+    /// restarts), not waited for (missing is a configuration error).
+    pub fn bootstrap_file(&self) -> Option<PathBuf> {
         match &self.plan {
             BootstrapPlan::Template {
                 source: TemplateSource::File(path),
                 ..
             }
-            | BootstrapPlan::Custom(path) => watched.push(path.clone()),
-            BootstrapPlan::Template { .. } => {}
+            | BootstrapPlan::Custom(path) => Some(path.clone()),
+            BootstrapPlan::Template { .. } => None,
         }
-        watched
     }
+}
+
+/// Every certificate and key file of the pairs.
+pub(super) fn cert_files(certs: &[CertPair]) -> Vec<PathBuf> {
+    certs
+        .iter()
+        .flat_map(|p| [p.cert.clone(), p.key.clone()])
+        .collect()
 }
 
 /// Validate the bootstrap inputs; problems are recorded, `None` if there were any.

@@ -4,15 +4,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{BootstrapArgs, DrainArgs, EnvoyArgs, RenderArgs};
+use crate::cli::{BootstrapArgs, EnvoyArgs, RenderArgs};
 use crate::defaults;
 use crate::proxy::envoy::{EnvoyOptions, Settings as EnvoyDriverSettings};
 use crate::supervisor::DriverKind;
 
 use super::binary::resolve_into;
-use super::bootstrap::{bootstrap_settings, BootstrapSettings};
+use super::bootstrap::{bootstrap_settings, cert_files, BootstrapSettings};
 use super::env::{service_node, Env};
 use super::supervision::{supervision, Handover};
+use super::timing::envoy_timing;
 use super::{ConfigError, Problems, Supervision};
 
 /// Settings of `baton envoy`.
@@ -24,6 +25,8 @@ pub struct EnvoySettings {
     pub supervision: Supervision,
     /// Remove this directory on exit (baton chose it).
     pub owned_config_dir: Option<PathBuf>,
+    /// What baton derived from the flags (for the start log).
+    pub notes: Vec<String>,
 }
 
 /// Settings of `baton render`.
@@ -35,6 +38,8 @@ pub struct RenderSettings {
     pub validate: bool,
     /// Where to write it; standard output when `None`.
     pub output: Option<PathBuf>,
+    /// What baton derived from the flags (printed on stderr).
+    pub notes: Vec<String>,
 }
 
 /// Validate `baton envoy`'s arguments.
@@ -42,28 +47,35 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     let mut problems = Problems::default();
     let bootstrap = bootstrap_settings(&args.bootstrap, env, &mut problems);
     let binary = resolve_into("--envoy-binary", &args.envoy_binary, env, &mut problems);
-    let drain_period = drain_period(&args.bootstrap, &args.supervision.drain, &mut problems);
+    let timing = envoy_timing(
+        &args.supervision.drain,
+        args.bootstrap.stats_flush_interval,
+        &mut problems,
+    );
     let (Some(bootstrap), Some(binary)) = (bootstrap, binary) else {
         return Err(problems.into_error());
     };
-    let mut watched = args.triggers.watch.clone();
-    watched.extend(bootstrap.watched());
+    let mut wait_for = args.triggers.watch.clone();
+    wait_for.extend(cert_files(&bootstrap.certs));
+    let mut watched = wait_for.clone();
+    watched.extend(bootstrap.bootstrap_file());
     // A restart terminates the grandparent: let it drain and flush its counters first.
     let handover = Handover {
         driver: DriverKind::Envoy,
-        drain_period,
+        drain_period: timing.drain_period(),
+        parent_shutdown: timing.parent_shutdown,
         max_draining: defaults::MAX_DRAINING,
     };
     let supervision = supervision(
         &args.supervision,
         &args.triggers,
         handover,
-        watched,
+        (watched, wait_for),
         &mut problems,
     );
     let options = EnvoyOptions {
-        drain_time: args.supervision.drain.drain_duration,
-        parent_shutdown: args.supervision.drain.parent_shutdown_duration,
+        drain_time: timing.drain,
+        parent_shutdown: timing.parent_shutdown,
         service_cluster: args.bootstrap.service_cluster.clone(),
         service_node: service_node(&args.bootstrap, env),
         ip_version: args.local_address_ip_version.clone(),
@@ -77,12 +89,13 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     let driver = EnvoyDriverSettings {
         ready_timeout: args.supervision.ready_timeout,
         base_id: args.base_id,
-        ..driver_settings(binary, bootstrap, &args.bootstrap, options)
+        ..driver_settings(binary, bootstrap, &args.bootstrap, options, timing.flush)
     };
     problems.finish(|| EnvoySettings {
         driver,
         supervision,
         owned_config_dir,
+        notes: timing.notes,
     })
 }
 
@@ -95,13 +108,17 @@ pub fn render_settings(args: &RenderArgs, env: &dyn Env) -> Result<RenderSetting
         .validate_with
         .as_ref()
         .and_then(|b| resolve_into("--validate-with", b, env, &mut problems));
-    drain_period(&args.bootstrap, &args.drain, &mut problems);
+    let timing = envoy_timing(
+        &args.drain,
+        args.bootstrap.stats_flush_interval,
+        &mut problems,
+    );
     let Some(bootstrap) = bootstrap else {
         return Err(problems.into_error());
     };
     let options = EnvoyOptions {
-        drain_time: args.drain.drain_duration,
-        parent_shutdown: args.drain.parent_shutdown_duration,
+        drain_time: timing.drain,
+        parent_shutdown: timing.parent_shutdown,
         service_cluster: args.bootstrap.service_cluster.clone(),
         service_node: service_node(&args.bootstrap, env),
         ip_version: defaults::IP_VERSION.into(),
@@ -111,11 +128,12 @@ pub fn render_settings(args: &RenderArgs, env: &dyn Env) -> Result<RenderSetting
     };
     let validate = validator.is_some();
     let binary = validator.unwrap_or_else(|| defaults::ENVOY_BINARY.into());
-    let driver = driver_settings(binary, bootstrap, &args.bootstrap, options);
+    let driver = driver_settings(binary, bootstrap, &args.bootstrap, options, timing.flush);
     problems.finish(|| RenderSettings {
         driver,
         validate,
         output: args.output.clone(),
+        notes: timing.notes,
     })
 }
 
@@ -124,6 +142,7 @@ fn driver_settings(
     bootstrap: BootstrapSettings,
     args: &BootstrapArgs,
     options: EnvoyOptions,
+    stats_flush: Duration,
 ) -> EnvoyDriverSettings {
     EnvoyDriverSettings {
         binary,
@@ -133,33 +152,9 @@ fn driver_settings(
         certs: bootstrap.certs,
         options,
         ready_timeout: defaults::READY_TIMEOUT,
-        stats_flush: args.stats_flush_interval,
+        stats_flush,
         base_id: None,
     }
-}
-
-/// How long an old epoch is given before a restart may cut it short: its drain
-/// plus one stats flush (its last counters reach baton through its child).
-fn drain_period(bootstrap: &BootstrapArgs, drain: &DrainArgs, problems: &mut Problems) -> Duration {
-    let flush = bootstrap.stats_flush_interval;
-    if flush.is_zero() {
-        problems.push("--stats-flush-interval must be more than 0");
-    }
-    let drain_and_flush = whole_seconds(drain.drain_duration) + flush;
-    if drain.parent_shutdown_duration < drain_and_flush {
-        problems.push(format!(
-            "--parent-shutdown-duration ({}) must be at least --drain-duration plus \
-             --stats-flush-interval ({}), so an old epoch's last counters reach baton",
-            humantime::format_duration(drain.parent_shutdown_duration),
-            humantime::format_duration(drain_and_flush)
-        ));
-    }
-    drain_and_flush
-}
-
-/// Envoy takes drain times in whole seconds (rounded up).
-fn whole_seconds(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 #[cfg(test)]
@@ -230,7 +225,14 @@ mod tests {
 
     #[test]
     fn render_and_envoy_agree_on_what_shapes_the_bootstrap() {
-        let flags = ["--stats-flush-interval", "2s", "--admin-port", "9901"];
+        let flags = [
+            "--drain-duration",
+            "5s",
+            "--parent-shutdown-duration",
+            "7s",
+            "--admin-port",
+            "9901",
+        ];
         let envoy = envoy_settings(&envoy_args(&flags), &MapEnv::default()).unwrap();
         let mut argv = vec!["baton", "render"];
         argv.extend_from_slice(&flags);
@@ -239,6 +241,8 @@ mod tests {
         };
         let render = render_settings(&args, &MapEnv::default()).unwrap();
         assert_eq!(render.driver.stats_flush, envoy.driver.stats_flush);
+        assert_eq!(render.driver.stats_flush, Duration::from_secs(2));
+        assert_eq!(render.notes, envoy.notes);
         assert_eq!(render.driver.admin, envoy.driver.admin);
         assert!(!render.validate);
     }

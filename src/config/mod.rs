@@ -14,6 +14,7 @@ mod env;
 mod envoy;
 mod run;
 mod supervision;
+mod timing;
 
 #[cfg(test)]
 pub use env::MapEnv;

@@ -4,12 +4,13 @@
 use nix::sys::signal::Signal;
 
 use crate::cli::RunArgs;
+use crate::defaults;
 use crate::handoff::{self, ListenAddr, ListenSpec};
 use crate::proxy::generic::Settings as GenericDriverSettings;
 use crate::ready::ReadySpec;
 use crate::supervisor::DriverKind;
 
-use super::bootstrap::cert_pairs;
+use super::bootstrap::{cert_files, cert_pairs};
 use super::env::{private_tmp, Env};
 use super::supervision::{supervision, Handover};
 use super::{ConfigError, Problems, Supervision};
@@ -52,13 +53,23 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
     let drain_signal = problems.check(parse_signal(&args.drain_signal));
     let certs = cert_pairs(&args.certs, &mut problems);
     let mut watched = args.triggers.watch.clone();
-    watched.extend(certs.iter().flat_map(|p| [p.cert.clone(), p.key.clone()]));
+    watched.extend(cert_files(&certs));
     let handover = Handover {
         driver: DriverKind::Generic,
         drain_period: s.drain.drain_duration,
+        parent_shutdown: s
+            .drain
+            .parent_shutdown_duration
+            .unwrap_or(defaults::PARENT_SHUTDOWN_DURATION),
         max_draining: args.max_draining,
     };
-    let supervision = supervision(s, &args.triggers, handover, watched, &mut problems);
+    let supervision = supervision(
+        s,
+        &args.triggers,
+        handover,
+        (watched.clone(), watched),
+        &mut problems,
+    );
     let (Some(ready), Some(drain_signal)) = (ready, drain_signal) else {
         return Err(problems.into_error());
     };

@@ -20,6 +20,10 @@ pub struct Supervision {
     pub status_addr: Option<SocketAddr>,
     /// Files and directories whose content changes trigger a restart.
     pub watched: Vec<PathBuf>,
+    /// What must exist before the first epoch starts (waited for up to
+    /// `cert_wait`): the `--cert` files and `--watch` paths. A template or static
+    /// bootstrap file is not waited for: a missing one is a configuration error.
+    pub wait_for: Vec<PathBuf>,
     /// Quiet period of the file watcher.
     pub debounce: Duration,
     /// Longest a burst of file events can delay a restart.
@@ -39,6 +43,8 @@ pub(super) struct Handover {
     pub driver: DriverKind,
     /// How long an old epoch gets before another restart may cut it short.
     pub drain_period: Duration,
+    /// When an old epoch is stopped after a handover.
+    pub parent_shutdown: Duration,
     /// Old epochs draining at once (generic driver).
     pub max_draining: usize,
 }
@@ -48,7 +54,7 @@ pub(super) fn supervision(
     s: &SupervisionArgs,
     t: &TriggerArgs,
     handover: Handover,
-    watched: Vec<PathBuf>,
+    (watched, wait_for): (Vec<PathBuf>, Vec<PathBuf>),
     problems: &mut Problems,
 ) -> Supervision {
     if s.ready_timeout.is_zero() {
@@ -61,6 +67,7 @@ pub(super) fn supervision(
             StatusAddr::At(addr) => Some(addr),
         },
         watched,
+        wait_for,
         debounce: t.debounce,
         debounce_cap: t.debounce_cap.max(t.debounce),
         restart_jitter: t.restart_jitter,
@@ -78,8 +85,8 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
     let ms = millis;
     let drain = &s.drain;
     let drain_deadline = match handover.driver {
-        DriverKind::Envoy => drain.parent_shutdown_duration + defaults::DRAIN_DEADLINE_MARGIN,
-        DriverKind::Generic => drain.parent_shutdown_duration,
+        DriverKind::Envoy => handover.parent_shutdown + defaults::DRAIN_DEADLINE_MARGIN,
+        DriverKind::Generic => handover.parent_shutdown,
     };
     Policy {
         driver: handover.driver,
@@ -94,6 +101,9 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
         drain_period: ms(handover.drain_period),
         max_draining: handover.max_draining,
         termination_drain: ms(drain.termination_drain_duration),
+        exit_on_zero_after: drain
+            .exit_on_zero_active_connections
+            .then(|| ms(drain.minimum_drain_duration)),
         kill_grace: ms(defaults::KILL_GRACE),
     }
 }

@@ -221,8 +221,22 @@ impl Proxy for GenericProxy {
         self.signal_group(epoch, pid, self.settings.drain_signal);
     }
 
-    async fn drain_for_shutdown(&self, epoch: u32, pid: u32) {
-        self.signal_group(epoch, pid, self.settings.drain_signal);
+    async fn drain_listeners(&self, epoch: u32, pid: u32) {
+        // The core never asks: a generic proxy gets no signal until shutdown, when
+        // it gets `--drain-signal` (`Action::Drain`).
+        tracing::debug!(
+            epoch,
+            pid,
+            "listener drain not applicable to the generic driver"
+        );
+    }
+
+    fn counts_connections(&self) -> bool {
+        false
+    }
+
+    async fn active_connections(&self) -> Option<u64> {
+        None
     }
 
     fn cleanup(&self, epoch: u32) {

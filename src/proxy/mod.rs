@@ -98,8 +98,16 @@ pub trait Proxy: Send + Sync + 'static {
     /// A newer epoch serves: tell this one to drain (generic driver).
     fn drain(&self, epoch: u32, pid: u32);
 
-    /// Shutdown or `POST /drain`: make the serving epoch stop taking new traffic.
-    fn drain_for_shutdown(&self, epoch: u32, pid: u32) -> impl Future<Output = ()> + Send;
+    /// Envoy: make the serving epoch's listeners drain gracefully while it goes on
+    /// serving what it has (`POST /drain`, shutdown).
+    fn drain_listeners(&self, epoch: u32, pid: u32) -> impl Future<Output = ()> + Send;
+
+    /// Whether [`Proxy::active_connections`] can ever answer.
+    fn counts_connections(&self) -> bool;
+
+    /// The serving epoch's active downstream connections, when the driver can count
+    /// them and the proxy answers.
+    fn active_connections(&self) -> impl Future<Output = Option<u64>> + Send;
 
     /// The epoch is gone: remove its files, free what it held.
     fn cleanup(&self, epoch: u32);

@@ -59,6 +59,12 @@ pub enum Report {
         reason: FailureReason,
         message: String,
     },
+    /// `POST /drain`: readiness is 503 from now on; `serving` (if any) goes on
+    /// serving what it has until SIGTERM.
+    Drained { serving: Option<u32> },
+    /// baton gives up and exits with `code`: the epoch that failed never served,
+    /// or the crash budget ran out.
+    GivingUp { code: i32, why: String },
     /// The serving epoch died.
     Crashed {
         epoch: u32,
@@ -104,9 +110,13 @@ pub enum Action {
         pid: u32,
         signal: StopSignal,
     },
-    /// Make the serving epoch stop taking new traffic before shutdown (Envoy: drain
-    /// its listeners gracefully; generic: the drain signal).
-    DrainForShutdown { epoch: u32, pid: u32 },
+    /// Envoy: make the serving epoch's listeners drain gracefully (stop accepting,
+    /// ask clients to close) while it goes on serving what it has.
+    DrainListeners { epoch: u32, pid: u32 },
+    /// Shutdown with `--exit-on-zero-active-connections`: watch the serving epoch's
+    /// active downstream connections; answer `ConnectionsDrained` once there are
+    /// none.
+    WatchConnections { epoch: u32 },
     /// Pass a signal on to a process.
     Forward { pid: u32, signal: i32 },
     /// Feed `event` back into `step` after `after` ms.

@@ -158,14 +158,24 @@ pub enum Event {
     },
     /// The process of `epoch` exists.
     Spawned { epoch: u32, pid: u32 },
-    /// The process of `epoch` could not be started.
-    SpawnFailed { epoch: u32, message: String },
+    /// The process of `epoch` could not be started; `code` as a shell would exit
+    /// (127 not found, 126 not executable, 1 otherwise).
+    SpawnFailed {
+        epoch: u32,
+        message: String,
+        code: i32,
+    },
     /// `epoch` reported ready.
     Ready { epoch: u32 },
     /// `epoch` did not become ready in time (its process may still run).
     NotReady { epoch: u32, message: String },
-    /// The process of `epoch` ended.
-    Exited { epoch: u32, status: ProcessExit },
+    /// The process of `epoch` ended. `last_words`: the last lines it wrote, when
+    /// they may say why (for failure messages).
+    Exited {
+        epoch: u32,
+        status: ProcessExit,
+        last_words: Option<String>,
+    },
     /// The crash backoff timer with this generation fired.
     BackoffElapsed { generation: u64 },
     /// The chain's "initialising" flag was cleared; hot restarts may continue.
@@ -183,6 +193,10 @@ pub enum Event {
     ShutdownRequested,
     /// The termination drain period is over.
     ShutdownDrainElapsed,
+    /// `--minimum-drain-duration` has passed since shutdown began.
+    MinimumDrainElapsed,
+    /// The serving epoch reports no active downstream connections.
+    ConnectionsDrained,
     /// Processes still running after the final grace period get SIGKILL.
     ShutdownKillDeadline,
     /// A signal to pass on to the serving epoch (SIGUSR1, SIGUSR2, SIGWINCH).

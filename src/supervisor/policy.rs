@@ -51,8 +51,11 @@ pub struct Policy {
     /// Generic driver: at most this many old epochs drain at once; beyond it the
     /// oldest is killed early.
     pub max_draining: usize,
-    /// How long a graceful shutdown drains before SIGTERM.
+    /// How long a graceful shutdown drains at most before SIGTERM.
     pub termination_drain: Millis,
+    /// `--exit-on-zero-active-connections`: on shutdown, after this long, stop as soon
+    /// as the serving epoch has no active connection (within `termination_drain`).
+    pub exit_on_zero_after: Option<Millis>,
     /// How long after SIGTERM a process gets before SIGKILL.
     pub kill_grace: Millis,
 }

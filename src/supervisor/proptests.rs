@@ -50,6 +50,7 @@ enum Move {
     Timer {
         pick: usize,
     },
+    ConnectionsGone,
     Repair {
         ok: bool,
     },
@@ -72,6 +73,7 @@ fn a_move() -> impl Strategy<Value = Move> {
             .prop_map(|(pick, code, signal)| Move::Exit { pick, code, signal }),
         4 => any::<usize>().prop_map(|pick| Move::Timer { pick }),
         1 => any::<bool>().prop_map(|ok| Move::Repair { ok }),
+        1 => Just(Move::ConnectionsGone),
         1 => Just(Move::Drain),
         1 => Just(Move::Shutdown),
         1 => Just(Move::Forward),
@@ -80,8 +82,8 @@ fn a_move() -> impl Strategy<Value = Move> {
 }
 
 fn a_policy() -> impl Strategy<Value = Policy> {
-    (any::<bool>(), 0u64..50, 0u32..4, 0usize..4).prop_map(
-        |(envoy, gather, crash_budget, max_draining)| Policy {
+    (any::<bool>(), 0u64..50, 0u32..4, 0usize..4, any::<bool>()).prop_map(
+        |(envoy, gather, crash_budget, max_draining, exit_on_zero)| Policy {
             driver: if envoy {
                 DriverKind::Envoy
             } else {
@@ -98,6 +100,7 @@ fn a_policy() -> impl Strategy<Value = Policy> {
             drain_period: 45_000,
             max_draining,
             termination_drain: 5_000,
+            exit_on_zero_after: exit_on_zero.then_some(2_000),
             kill_grace: 5_000,
         },
     )
@@ -120,6 +123,7 @@ struct World {
     procs: Vec<Proc>,
     timers: Vec<(Millis, Event)>,
     repairs: Vec<u32>,
+    connection_watches: usize,
     next_pid: u32,
     exit: Option<i32>,
 }
@@ -134,6 +138,7 @@ impl World {
             procs: Vec::new(),
             timers: Vec::new(),
             repairs: Vec::new(),
+            connection_watches: 0,
             next_pid: 1000,
             exit: None,
         }
@@ -172,8 +177,9 @@ impl World {
             Action::Schedule { after, event } => self.timers.push((self.now + after, event)),
             Action::RepairChain { chain } => self.repairs.push(chain),
             Action::Exit { code } => self.exit = Some(code),
+            Action::WatchConnections { .. } => self.connection_watches += 1,
             Action::Drain { .. }
-            | Action::DrainForShutdown { .. }
+            | Action::DrainListeners { .. }
             | Action::Forward { .. }
             | Action::Cleanup { .. }
             | Action::ReleaseChain { .. }
@@ -213,6 +219,7 @@ impl World {
                     return self.feed(Event::SpawnFailed {
                         epoch: launch.epoch,
                         message: "generated".into(),
+                        code: 1,
                     });
                 }
                 self.next_pid += 1;
@@ -277,6 +284,13 @@ impl World {
                     }
                 })
             }
+            Move::ConnectionsGone => {
+                if self.connection_watches == 0 {
+                    return Ok(());
+                }
+                self.connection_watches -= 1;
+                self.feed(Event::ConnectionsDrained)
+            }
             Move::Drain => self.feed(Event::DrainRequested),
             Move::Shutdown => self.feed(Event::ShutdownRequested),
             Move::Forward => self.feed(Event::Forward { signal: 10 }),
@@ -294,6 +308,7 @@ impl World {
         self.feed(Event::Exited {
             epoch: p.epoch,
             status,
+            last_words: None,
         })
     }
 
@@ -313,6 +328,8 @@ impl World {
                 self.play(Move::Spawn { pick: 0, ok: true })?;
             } else if let Some(chain) = take(&mut self.repairs, 0) {
                 self.feed(Event::ChainRepaired { chain })?;
+            } else if self.connection_watches > 0 {
+                self.play(Move::ConnectionsGone)?;
             } else if let Some(i) = self.procs.iter().position(|p| p.stopped.is_some()) {
                 let status = match self.procs[i].stopped {
                     Some(StopSignal::Kill) => ProcessExit::Signal(9),
@@ -363,7 +380,21 @@ fn check_step(
             Event::ShutdownRequested
             | Event::ShutdownDrainElapsed
             | Event::ShutdownKillDeadline
-            | Event::DrainRequested => true,
+            | Event::MinimumDrainElapsed
+            | Event::ConnectionsDrained => true,
+            // A drain on request stops nothing: Envoy's listeners drain, a generic
+            // proxy gets no signal until shutdown.
+            Event::DrainRequested => {
+                for a in actions {
+                    let ok = match a {
+                        Action::Stop { epoch, .. } | Action::Drain { epoch, .. } => *epoch != s,
+                        Action::DrainListeners { .. } => before.policy.driver == DriverKind::Envoy,
+                        _ => true,
+                    };
+                    prop_assert!(ok, "a drain request led to {:?}", a);
+                }
+                true
+            }
             _ => false,
         };
         if !allowed {
@@ -378,7 +409,7 @@ fn check_step(
                 let hits = match a {
                     Action::Stop { epoch, .. }
                     | Action::Drain { epoch, .. }
-                    | Action::DrainForShutdown { epoch, .. } => *epoch == s,
+                    | Action::DrainListeners { epoch, .. } => *epoch == s,
                     Action::Forward { pid: p, .. } => Some(*p) != pid,
                     _ => false,
                 };

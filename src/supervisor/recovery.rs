@@ -19,6 +19,7 @@ pub(super) fn on_exited(
     state: &mut State,
     epoch: u32,
     status: ProcessExit,
+    last_words: Option<String>,
     now: Millis,
     out: &mut Vec<Action>,
 ) {
@@ -44,12 +45,13 @@ pub(super) fn on_exited(
     match gone.phase {
         Phase::Starting => {
             chain::repair_or_abandon(state, gone.chain, out);
+            let said = last_words.map_or_else(String::new, |w| format!(": {w}"));
             start_failed(
                 state,
                 epoch,
                 FailureReason::Exited,
-                format!("exited before becoming ready ({status})"),
-                Some(status),
+                format!("exited before becoming ready ({status}){said}"),
+                Some(status.exit_code()),
                 now,
                 out,
             );
@@ -114,8 +116,12 @@ fn recover(
             crashes: state.crashes,
             retry_in: None,
         }));
-        state.exit_code = Some(give_up_code);
-        shutdown::terminate_all(state, out);
+        give_up(
+            state,
+            give_up_code,
+            format!("{} crash(es) in a row, past --crash-budget", state.crashes),
+            out,
+        );
         return;
     }
     let delay = state.policy.backoff.delay(state.crashes);
@@ -172,6 +178,7 @@ pub(super) fn on_spawn_failed(
     state: &mut State,
     epoch: u32,
     message: String,
+    code: i32,
     now: Millis,
     out: &mut Vec<Action>,
 ) {
@@ -180,7 +187,15 @@ pub(super) fn on_spawn_failed(
     if aborted {
         shutdown::finish_if_empty(state, out);
     } else {
-        start_failed(state, epoch, FailureReason::Spawn, message, None, now, out);
+        start_failed(
+            state,
+            epoch,
+            FailureReason::Spawn,
+            message,
+            Some(code),
+            now,
+            out,
+        );
     }
 }
 
@@ -216,14 +231,16 @@ pub(super) fn on_not_ready(
 }
 
 /// A new epoch did not make it. If another serves, it keeps serving and only a new
-/// trigger (or one that arrived meanwhile) tries again. If none serves, this is a
-/// failed start or recovery.
+/// trigger (or one that arrived meanwhile) tries again. If none ever served, this
+/// is a start-up failure: baton exits at once naming the cause (a bad
+/// configuration 78; a process that could not start or exited its code, 127 for a
+/// missing command; otherwise 1). If one served before, this is a failed recovery.
 pub(super) fn start_failed(
     state: &mut State,
     epoch: u32,
     reason: FailureReason,
     message: String,
-    status: Option<ProcessExit>,
+    code: Option<i32>,
     now: Millis,
     out: &mut Vec<Action>,
 ) {
@@ -231,7 +248,7 @@ pub(super) fn start_failed(
     out.push(Action::Report(Report::RestartFailed {
         epoch,
         reason,
-        message,
+        message: message.clone(),
     }));
     if state.stage != Stage::Running {
         shutdown::finish_if_empty(state, out);
@@ -241,15 +258,22 @@ pub(super) fn start_failed(
         restart::resume(state, now, out);
         return;
     }
-    if !state.ever_served && reason.is_config_problem() {
-        state.exit_code = Some(exit::CONFIG);
-        shutdown::terminate_all(state, out);
+    let code = match (reason.is_config_problem(), code) {
+        (true, _) => exit::CONFIG,
+        (false, Some(code)) if code != exit::OK => code,
+        (false, _) => exit::FAILURE,
+    };
+    if !state.ever_served {
+        let why = format!("epoch {epoch} never served ({reason}): {message}");
+        give_up(state, code, why, out);
         return;
     }
-    let code = match (reason, status) {
-        (_, Some(status)) => status.exit_code(),
-        (r, None) if r.is_config_problem() => exit::CONFIG,
-        _ => exit::FAILURE,
-    };
-    recover(state, epoch, code, status, now, out);
+    recover(state, epoch, code, None, now, out);
+}
+
+/// Stop everything and exit with `code`, saying why.
+fn give_up(state: &mut State, code: i32, why: String, out: &mut Vec<Action>) {
+    out.push(Action::Report(Report::GivingUp { code, why }));
+    state.exit_code = Some(code);
+    shutdown::terminate_all(state, out);
 }

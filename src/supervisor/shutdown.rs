@@ -1,12 +1,22 @@
-//! Draining on request (a preStop hook) and shutting down: drain the serving epoch,
-//! then SIGTERM everything, then SIGKILL, then exit.
+//! Draining on request (a preStop hook) and shutting down, as Kubernetes expects:
+//!
+//! - A drain on request turns readiness 503 at once and aborts a restart in flight;
+//!   the serving epoch goes on serving what it has (Envoy: its listeners drain
+//!   gracefully; the generic driver's epoch gets no signal until SIGTERM). Nothing
+//!   restarts after it, and no exit after it is a crash.
+//! - Shutdown drains the serving epoch (Envoy: listeners; generic: the drain
+//!   signal), and ends as soon as every epoch has exited; with
+//!   `--exit-on-zero-active-connections`, also as soon as the serving epoch has no
+//!   active connection after `--minimum-drain-duration`; at the latest after
+//!   `--termination-drain-duration`: then SIGTERM, then SIGKILL.
 //!
 //! **Invariant:** shutdown always ends: every stage has a timer, and `Exit` follows
 //! as soon as no epoch is left.
 
-use super::action::{Action, StopSignal};
+use super::action::{Action, Report, StopSignal};
 use super::epoch::Phase;
 use super::event::Event;
+use super::policy::DriverKind;
 use super::state::{BackoffTimer, Stage, State};
 
 pub(super) fn on_drain_requested(state: &mut State, out: &mut Vec<Action>) {
@@ -17,14 +27,15 @@ pub(super) fn on_drain_requested(state: &mut State, out: &mut Vec<Action>) {
     state.pending = None;
     state.backoff = BackoffTimer::Unarmed;
     abort_in_flight(state, out);
-    if let Some(i) = state.serving_index() {
-        if let Some(pid) = state.epochs[i].pid {
-            out.push(Action::DrainForShutdown {
-                epoch: state.epochs[i].number,
-                pid,
-            });
-        }
+    let serving = state
+        .serving_index()
+        .map(|i| (state.epochs[i].number, state.epochs[i].pid));
+    if let (DriverKind::Envoy, Some((epoch, Some(pid)))) = (state.policy.driver, serving) {
+        out.push(Action::DrainListeners { epoch, pid });
     }
+    out.push(Action::Report(Report::Drained {
+        serving: serving.map(|(epoch, _)| epoch),
+    }));
 }
 
 pub(super) fn on_shutdown_requested(state: &mut State, out: &mut Vec<Action>) {
@@ -45,13 +56,23 @@ pub(super) fn on_shutdown_requested(state: &mut State, out: &mut Vec<Action>) {
         .and_then(|i| Some((state.epochs[i].number, state.epochs[i].pid?)));
     if let Some((epoch, pid)) = serving {
         state.serving_at_shutdown = Some(epoch);
-        if !drained_already {
-            out.push(Action::DrainForShutdown { epoch, pid });
+        match state.policy.driver {
+            DriverKind::Envoy if !drained_already => {
+                out.push(Action::DrainListeners { epoch, pid })
+            }
+            DriverKind::Envoy => {}
+            DriverKind::Generic => out.push(Action::Drain { epoch, pid }),
         }
         out.push(Action::Schedule {
             after: state.policy.termination_drain,
             event: Event::ShutdownDrainElapsed,
         });
+        if let Some(after) = state.policy.exit_on_zero_after {
+            out.push(Action::Schedule {
+                after,
+                event: Event::MinimumDrainElapsed,
+            });
+        }
     } else if state.epochs.is_empty() {
         finish_if_empty(state, out);
     } else {
@@ -80,6 +101,26 @@ fn abort_in_flight(state: &mut State, out: &mut Vec<Action>) {
 }
 
 pub(super) fn on_drain_elapsed(state: &mut State, out: &mut Vec<Action>) {
+    if state.stage == Stage::ShutdownDraining {
+        terminate_all(state, out);
+    }
+}
+
+/// `--minimum-drain-duration` is over: watch the serving epoch's connections.
+pub(super) fn on_minimum_drain_elapsed(state: &mut State, out: &mut Vec<Action>) {
+    if state.stage != Stage::ShutdownDraining {
+        return;
+    }
+    match state.serving_index() {
+        Some(i) => out.push(Action::WatchConnections {
+            epoch: state.epochs[i].number,
+        }),
+        None => terminate_all(state, out),
+    }
+}
+
+/// No active connection is left: the drain is done.
+pub(super) fn on_connections_drained(state: &mut State, out: &mut Vec<Action>) {
     if state.stage == Stage::ShutdownDraining {
         terminate_all(state, out);
     }

@@ -26,14 +26,20 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
             message,
         } => recovery::on_preflight_failed(state, epoch, reason, message, now, out_),
         Event::Spawned { epoch, pid } => restart::on_spawned(state, epoch, pid, now, out_),
-        Event::SpawnFailed { epoch, message } => {
-            recovery::on_spawn_failed(state, epoch, message, now, out_)
-        }
+        Event::SpawnFailed {
+            epoch,
+            message,
+            code,
+        } => recovery::on_spawn_failed(state, epoch, message, code, now, out_),
         Event::Ready { epoch } => handover::on_ready(state, epoch, now, out_),
         Event::NotReady { epoch, message } => {
             recovery::on_not_ready(state, epoch, message, now, out_)
         }
-        Event::Exited { epoch, status } => recovery::on_exited(state, epoch, status, now, out_),
+        Event::Exited {
+            epoch,
+            status,
+            last_words,
+        } => recovery::on_exited(state, epoch, status, last_words, now, out_),
         Event::BackoffElapsed { generation } => {
             recovery::on_backoff_elapsed(state, generation, now, out_)
         }
@@ -52,6 +58,8 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
         Event::DrainRequested => shutdown::on_drain_requested(state, out_),
         Event::ShutdownRequested => shutdown::on_shutdown_requested(state, out_),
         Event::ShutdownDrainElapsed => shutdown::on_drain_elapsed(state, out_),
+        Event::MinimumDrainElapsed => shutdown::on_minimum_drain_elapsed(state, out_),
+        Event::ConnectionsDrained => shutdown::on_connections_drained(state, out_),
         Event::ShutdownKillDeadline => shutdown::on_kill_deadline(state, out_),
         Event::Forward { signal } => {
             if let Some(pid) = state.serving().and_then(|e| e.pid) {

@@ -366,7 +366,10 @@ async fn wait_for_returns_when_the_file_appears_during_the_wait() {
     let tmp = tempfile::tempdir().unwrap();
     let cert = tmp.path().join("tls.crt");
     let paths = [cert.clone()];
-    let wait = wait_for(&paths, DEADLINE);
+    let reported = std::cell::RefCell::new(Vec::new());
+    let wait = wait_for(&paths, DEADLINE, |missing, _| {
+        reported.borrow_mut().push(missing.to_vec())
+    });
     tokio::pin!(wait);
     // Poll once so the first check has seen the file missing.
     tokio::select! {
@@ -379,6 +382,8 @@ async fn wait_for_returns_when_the_file_appears_during_the_wait() {
         .await
         .expect("within the deadline")
         .expect("file appeared");
+    // What it waits for is said once at the start (then every REPORT_EVERY).
+    assert_eq!(*reported.borrow(), vec![vec![cert]]);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -387,9 +392,13 @@ async fn wait_for_times_out_naming_the_missing_files() {
     let present = tmp.path().join("tls.crt");
     let missing = tmp.path().join("tls.key");
     write(&present, "x");
-    let err = wait_for(&[present, missing.clone()], Duration::from_millis(200))
-        .await
-        .unwrap_err();
+    let err = wait_for(
+        &[present, missing.clone()],
+        Duration::from_millis(200),
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.missing, vec![missing.clone()]);
     assert!(
         err.to_string().contains(&missing.display().to_string()),
@@ -402,8 +411,12 @@ async fn wait_for_treats_a_dangling_symlink_as_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let link = tmp.path().join("tls.crt");
     symlink("..data/tls.crt", &link).unwrap();
-    let err = wait_for(std::slice::from_ref(&link), Duration::from_millis(100))
-        .await
-        .unwrap_err();
+    let err = wait_for(
+        std::slice::from_ref(&link),
+        Duration::from_millis(100),
+        |_, _| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.missing, vec![link]);
 }

@@ -31,12 +31,21 @@ fn list(paths: &[PathBuf]) -> String {
     names.join(", ")
 }
 
+/// How often a wait says what it still waits for.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+
 /// Wait until every path exists (through symlinks: a dangling link is missing), or
 /// fail after `timeout` naming the ones that are still missing. Returns at once when
-/// they all exist already.
-pub async fn wait_for(paths: &[PathBuf], timeout: Duration) -> Result<(), WaitError> {
+/// they all exist already. `report` is told what is missing when the wait begins and
+/// every [`REPORT_EVERY`] after.
+pub async fn wait_for(
+    paths: &[PathBuf],
+    timeout: Duration,
+    mut report: impl FnMut(&[PathBuf], Duration),
+) -> Result<(), WaitError> {
     let start = Instant::now();
     let deadline = start + timeout;
+    let mut next_report = start;
     loop {
         let missing: Vec<PathBuf> = paths.iter().filter(|p| !p.exists()).cloned().collect();
         if missing.is_empty() {
@@ -49,7 +58,10 @@ pub async fn wait_for(paths: &[PathBuf], timeout: Duration) -> Result<(), WaitEr
                 waited: now - start,
             });
         }
-        tracing::debug!(missing = %list(&missing), "waiting for watched files");
+        if now >= next_report {
+            report(&missing, deadline - now);
+            next_report = now + REPORT_EVERY;
+        }
         tokio::time::sleep_until(deadline.min(now + POLL_INTERVAL)).await;
     }
 }

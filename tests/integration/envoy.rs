@@ -22,7 +22,7 @@ fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
 
     baton.signal(Signal::SIGHUP);
     let serving = baton.wait_serving(1, START);
-    assert_eq!(serving["replaced"], json!("[0]"));
+    assert_eq!(serving["replaced"], json!([0]));
     assert_eq!(get(port), Ok(200));
     let started = baton
         .find("epoch started", &[("epoch", json!(1))])

@@ -3,6 +3,7 @@
 mod envoy;
 mod generic;
 mod harness;
+mod lifecycle;
 mod load;
 mod pid1;
 mod render;

@@ -82,6 +82,14 @@ impl Admin {
         Ok(parse_stat(&text, name))
     }
 
+    /// Active downstream connections of every listener but the admin's (as Istio's
+    /// agent counts them for `EXIT_ON_ZERO_ACTIVE_CONNECTIONS`).
+    pub async fn active_downstream_connections(&self) -> Result<u64, AdminError> {
+        let path = "/stats?usedonly&filter=^listener\\..*downstream_cx_active$";
+        let body = self.get_ok(path).await?;
+        Ok(sum_active(&String::from_utf8_lossy(&body)))
+    }
+
     /// `POST /drain_listeners?graceful`: stop accepting after the drain period and
     /// ask clients to close, without exiting.
     pub async fn drain_listeners_gracefully(&self) -> Result<(), AdminError> {
@@ -113,6 +121,21 @@ impl Admin {
     }
 }
 
+/// The sum of `listener.<name>.downstream_cx_active` over listeners other than the
+/// admin's (per-worker copies only ever add to a non-zero sum).
+fn sum_active(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| {
+            let key = key.trim();
+            key.starts_with("listener.")
+                && key.ends_with(".downstream_cx_active")
+                && !key.starts_with("listener.admin.")
+        })
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// Find `name: value` in Envoy's plain-text stats output.
 fn parse_stat(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -126,6 +149,16 @@ fn parse_stat(text: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn active_connections_leave_out_the_admin_listener() {
+        let text = "listener.0.0.0.0_8080.downstream_cx_active: 3\n\
+                    listener.0.0.0.0_8080.worker_0.downstream_cx_active: 3\n\
+                    listener.admin.downstream_cx_active: 1\n\
+                    http.admin.downstream_cx_active: 1\n";
+        assert_eq!(sum_active(text), 6);
+        assert_eq!(sum_active("listener.admin.downstream_cx_active: 2\n"), 0);
+    }
 
     #[test]
     fn stat_is_found_by_exact_name() {

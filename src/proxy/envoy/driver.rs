@@ -111,9 +111,23 @@ impl Proxy for EnvoyProxy {
         tracing::debug!(epoch, pid, "drain request ignored by the envoy driver");
     }
 
-    async fn drain_for_shutdown(&self, epoch: u32, _pid: u32) {
+    async fn drain_listeners(&self, epoch: u32, _pid: u32) {
         if let Err(e) = self.admin().drain_listeners_gracefully().await {
             tracing::warn!(epoch, error = %e, "could not drain listeners");
+        }
+    }
+
+    fn counts_connections(&self) -> bool {
+        true
+    }
+
+    async fn active_connections(&self) -> Option<u64> {
+        match self.admin().active_downstream_connections().await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot count active connections");
+                None
+            }
         }
     }
 

@@ -101,3 +101,64 @@ fn bad_config_at_startup_exits_78_without_retrying() {
     });
     assert_eq!(actions.last(), Some(&A::Exit { code: 78 }));
 }
+
+#[test]
+fn an_epoch_that_exits_before_it_ever_served_ends_baton_at_once_with_its_code() {
+    let mut sim = Sim::new(policy(DriverKind::Envoy));
+    sim.run(vec![E::Start, passed(0), E::Spawned { epoch: 0, pid: 100 }]);
+    let actions = sim.step(E::Exited {
+        epoch: 0,
+        status: ProcessExit::Code(1),
+        last_words: Some("cannot bind '127.0.0.1:15000': Address already in use".into()),
+    });
+    assert!(
+        actions.contains(&A::Report(Report::GivingUp {
+            code: 1,
+            why: "epoch 0 never served (exited): exited before becoming ready (exit code 1): \
+                  cannot bind '127.0.0.1:15000': Address already in use"
+                .into()
+        })),
+        "{actions:?}"
+    );
+    assert_eq!(actions.last(), Some(&A::Exit { code: 1 }));
+    assert_eq!(
+        sim.s.counts().crashes,
+        0,
+        "a start-up failure is not a crash"
+    );
+}
+
+#[test]
+fn a_missing_command_at_start_up_exits_127() {
+    let mut sim = Sim::new(policy(DriverKind::Envoy));
+    sim.run(vec![E::Start, passed(0)]);
+    let actions = sim.step(E::SpawnFailed {
+        epoch: 0,
+        message: "cannot start /missing/envoy: No such file or directory".into(),
+        code: 127,
+    });
+    assert_eq!(actions.last(), Some(&A::Exit { code: 127 }));
+    // Under `baton run` the exec shim is what fails to find the command: exit 127.
+    let mut sim = Sim::new(policy(DriverKind::Generic));
+    sim.run(vec![E::Start, passed(0), E::Spawned { epoch: 0, pid: 100 }]);
+    assert_eq!(
+        sim.step(exited(0, 127)).last(),
+        Some(&A::Exit { code: 127 })
+    );
+}
+
+#[test]
+fn an_epoch_never_ready_at_start_up_ends_baton_with_1() {
+    let mut sim = Sim::new(policy(DriverKind::Envoy));
+    sim.run(vec![E::Start, passed(0), E::Spawned { epoch: 0, pid: 100 }]);
+    let actions = sim.step(E::NotReady {
+        epoch: 0,
+        message: "not ready within 60s".into(),
+    });
+    assert!(
+        actions.contains(&stop(0, 100, StopSignal::Kill)),
+        "{actions:?}"
+    );
+    // It exits once killed; then baton does.
+    assert_eq!(sim.step(killed(0, 9)).last(), Some(&A::Exit { code: 1 }));
+}

@@ -24,6 +24,7 @@ pub(super) fn policy(driver: DriverKind) -> Policy {
         drain_period: 45_000,
         max_draining: 2,
         termination_drain: 5_000,
+        exit_on_zero_after: None,
         kill_grace: 5_000,
     }
 }
@@ -109,6 +110,7 @@ pub(super) fn exited(epoch: u32, code: i32) -> Event {
     E::Exited {
         epoch,
         status: ProcessExit::Code(code),
+        last_words: None,
     }
 }
 
@@ -116,6 +118,7 @@ pub(super) fn killed(epoch: u32, signal: i32) -> Event {
     E::Exited {
         epoch,
         status: ProcessExit::Signal(signal),
+        last_words: None,
     }
 }
 

@@ -298,6 +298,7 @@ fn spawn_failure_of_a_new_epoch_keeps_the_old_serving() {
     let actions = sim.step(E::SpawnFailed {
         epoch: 1,
         message: "no such file".into(),
+        code: 127,
     });
     assert_eq!(
         actions,

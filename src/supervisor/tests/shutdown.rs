@@ -8,7 +8,7 @@ fn shutdown_drains_the_serving_epoch_then_terminates_then_kills() {
     assert_eq!(
         sim.step(E::ShutdownRequested),
         vec![
-            A::DrainForShutdown { epoch: 0, pid: 100 },
+            A::DrainListeners { epoch: 0, pid: 100 },
             schedule(5_000, E::ShutdownDrainElapsed),
         ]
     );
@@ -50,7 +50,7 @@ fn shutdown_during_a_restart_kills_the_new_epoch_and_exits_with_the_serving_code
         sim.step(E::ShutdownRequested),
         vec![
             stop(1, 101, StopSignal::Kill),
-            A::DrainForShutdown { epoch: 0, pid: 100 },
+            A::DrainListeners { epoch: 0, pid: 100 },
             schedule(5_000, E::ShutdownDrainElapsed),
         ]
     );
@@ -103,7 +103,10 @@ fn drain_request_drains_the_serving_epoch_and_ignores_later_restarts() {
     let mut sim = Sim::serving(DriverKind::Envoy);
     assert_eq!(
         sim.step(E::DrainRequested),
-        vec![A::DrainForShutdown { epoch: 0, pid: 100 }]
+        vec![
+            A::DrainListeners { epoch: 0, pid: 100 },
+            A::Report(Report::Drained { serving: Some(0) })
+        ]
     );
     assert_eq!(sim.s.readiness(), Err("draining (POST /drain)".into()));
     assert_eq!(sim.step(E::DrainRequested), vec![]);
@@ -114,4 +117,87 @@ fn drain_request_drains_the_serving_epoch_and_ignores_later_restarts() {
             why: "the proxy was drained on request"
         })]
     );
+}
+
+#[test]
+fn a_drain_request_sends_a_generic_proxy_no_signal_and_its_exit_is_no_crash() {
+    let mut sim = Sim::serving(DriverKind::Generic);
+    assert_eq!(
+        sim.step(E::DrainRequested),
+        vec![A::Report(Report::Drained { serving: Some(0) })]
+    );
+    // The proxy leaves by itself (HAProxy after a soft stop): not a crash, nothing
+    // restarts, baton waits for SIGTERM.
+    let exit = sim.step(exited(0, 0));
+    assert_eq!(
+        exit,
+        vec![
+            A::Report(Report::Exited {
+                epoch: 0,
+                pid: 100,
+                status: ProcessExit::Code(0),
+                role: Phase::Serving,
+                ran_ms: 0,
+            }),
+            A::Cleanup { epoch: 0 },
+        ]
+    );
+    assert_eq!(sim.s.counts().crashes, 0);
+    assert_eq!(sim.step(E::ShutdownRequested), vec![A::Exit { code: 0 }]);
+}
+
+#[test]
+fn a_drain_request_aborts_a_restart_in_flight() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        passed(1),
+        E::Spawned { epoch: 1, pid: 101 },
+    ]);
+    let drain = sim.step(E::DrainRequested);
+    assert_eq!(drain[0], stop(1, 101, StopSignal::Kill));
+    assert_eq!(sim.step(E::Ready { epoch: 1 }), vec![]);
+    assert_eq!(sim.s.serving().map(|e| e.number), Some(0));
+}
+
+#[test]
+fn shutdown_of_a_generic_proxy_sends_the_drain_signal_once_even_after_a_drain_request() {
+    let mut sim = Sim::serving(DriverKind::Generic);
+    sim.step(E::DrainRequested);
+    assert_eq!(
+        sim.step(E::ShutdownRequested),
+        vec![
+            A::Drain { epoch: 0, pid: 100 },
+            schedule(5_000, E::ShutdownDrainElapsed),
+        ]
+    );
+    // It leaves when its connections are done: baton exits 0 at once.
+    assert_eq!(sim.step(killed(0, 15)).last(), Some(&A::Exit { code: 0 }));
+}
+
+#[test]
+fn exit_on_zero_connections_watches_after_the_minimum_drain() {
+    let mut sim = Sim::new(Policy {
+        exit_on_zero_after: Some(2_000),
+        ..policy(DriverKind::Envoy)
+    });
+    sim.step(E::Start);
+    sim.bring_up(0, 100, 10);
+    assert_eq!(
+        sim.step(E::ShutdownRequested),
+        vec![
+            A::DrainListeners { epoch: 0, pid: 100 },
+            schedule(5_000, E::ShutdownDrainElapsed),
+            schedule(2_000, E::MinimumDrainElapsed),
+        ]
+    );
+    assert_eq!(
+        sim.step(E::MinimumDrainElapsed),
+        vec![A::WatchConnections { epoch: 0 }]
+    );
+    let stop_now = sim.step(E::ConnectionsDrained);
+    assert_eq!(stop_now[0], stop(0, 100, StopSignal::Term));
+    // The bound still holds, and a late timer changes nothing.
+    assert_eq!(sim.step(E::ShutdownDrainElapsed), vec![]);
+    assert_eq!(sim.step(killed(0, 15)).last(), Some(&A::Exit { code: 0 }));
 }
