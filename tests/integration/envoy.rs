@@ -11,6 +11,9 @@ use super::load::{hot_restarts_under_load, Load};
 
 const START: Duration = Duration::from_secs(30);
 
+/// What baton logs once it has repaired a chain a failed epoch left flagged.
+const CHAIN_REPAIRED: &str = "cleared the 'initialising' flag a failed epoch left in Envoy's shared memory; hot restarts continue";
+
 #[test]
 fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
     let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
@@ -86,10 +89,14 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
     )
     .unwrap();
     baton.signal(Signal::SIGHUP);
-    let refused = baton.wait_for("new epoch refused", &[("reason", json!("template"))], START);
-    let message = refused["message"].as_str().unwrap();
-    assert!(message.contains("no_such_value"), "{message}");
+    let refused = baton.wait_refused(&[("reason", json!("template"))], START);
+    let error = refusal_error(&refused);
+    assert!(error.contains("no_such_value"), "{error}");
     assert_eq!(get(port), Ok(200));
+    baton.wait_epochs("one template failure", |e| {
+        e["restart_failures"]["template"] == json!(1)
+    });
+    baton.assert_only_serving(0);
 
     // JSON that Envoy refuses: a route to a cluster that does not exist.
     std::fs::write(
@@ -98,12 +105,13 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
     )
     .unwrap();
     baton.signal(Signal::SIGHUP);
-    let refused = baton.wait_for("new epoch refused", &[("reason", json!("config"))], START);
-    assert!(
-        refused["message"].as_str().unwrap().contains("nowhere"),
-        "{refused}"
-    );
+    let refused = baton.wait_refused(&[("reason", json!("config"))], START);
+    assert!(refusal_error(&refused).contains("nowhere"), "{refused}");
     assert_eq!(get(port), Ok(200));
+    baton.wait_epochs("one config failure", |e| {
+        e["restart_failures"]["config"] == json!(1)
+    });
+    baton.assert_only_serving(0);
     assert!(
         baton
             .find("epoch started", &[("epoch", json!(1))])
@@ -185,9 +193,10 @@ fn a_new_epoch_that_dies_after_attaching_does_not_stop_later_hot_restarts() {
 
     std::fs::write(&template, with_blocked_listener(blocked)).unwrap();
     baton.signal(Signal::SIGHUP);
-    baton.wait_for("new epoch refused", &[("epoch", json!(1))], START);
-    baton.wait_for("cleared the 'initialising' flag", &[], START);
+    baton.wait_refused(&[("epoch", json!(1))], START);
+    baton.wait_for(CHAIN_REPAIRED, &[("chain", json!(0))], START);
     assert_eq!(get(port), Ok(200));
+    baton.assert_only_serving(0);
 
     // The fix: the next hot restart continues the same chain, without a lost request.
     std::fs::write(&template, standalone_template()).unwrap();
@@ -222,7 +231,11 @@ fn serving_epoch_killed_is_replaced_at_once_by_a_fresh_chain() {
     let serving = baton.wait_serving(0, START);
     let pid = serving["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    let crash = baton.wait_for("serving epoch crashed", &[("epoch", json!(0))], START);
+    let crash = baton.wait_for(
+        "serving epoch crashed; restarting it",
+        &[("epoch", json!(0))],
+        START,
+    );
     assert_eq!(crash["status"], json!("killed by signal 9"));
     baton.wait_serving(1, START);
     let started = baton.find("epoch started", &[("epoch", json!(1))]).unwrap();
@@ -230,6 +243,8 @@ fn serving_epoch_killed_is_replaced_at_once_by_a_fresh_chain() {
         (started["restart_epoch"].clone(), started["chain"].clone()),
         (json!(0), json!(1))
     );
+    let epochs = baton.wait_epochs("epoch 1 serving", |e| epochs_in(e, "serving") == [1]);
+    assert_eq!(epochs["crashes_total"], json!(1), "{epochs}");
     assert_eq!(get(port), Ok(200));
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));

@@ -142,16 +142,12 @@ fn failing_preflight_keeps_the_serving_epoch() {
     s.baton.wait_serving(0, START);
     std::fs::write(&veto, "no").unwrap();
     s.baton.signal(Signal::SIGHUP);
-    let refused = s.baton.wait_for(
-        "new epoch refused",
-        &[("reason", json!("preflight"))],
-        START,
-    );
-    assert!(
-        refused["message"].as_str().unwrap().contains("--preflight"),
-        "{refused}"
-    );
+    let refused = s
+        .baton
+        .wait_refused(&[("reason", json!("preflight"))], START);
+    assert!(refusal_error(&refused).contains("--preflight"), "{refused}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     std::fs::remove_file(&veto).unwrap();
     s.baton.signal(Signal::SIGHUP);
     s.baton.wait_serving(1, START);
@@ -165,11 +161,10 @@ fn new_epoch_that_exits_at_once_keeps_the_old_one_serving() {
     s.baton.wait_serving(0, START);
     s.next_epoch_does("exit");
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
     assert_eq!(refused["reason"], json!("exited"), "{refused}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     let (_, ready) = http(s.baton.status_port, "GET", "/healthz/ready").unwrap();
     assert_eq!(ready.trim(), "ready");
     s.baton.signal(Signal::SIGTERM);
@@ -185,15 +180,14 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
     let mut s = Activated::start("serve", &["--ready", &ready, "--ready-timeout", "1s"]);
     s.baton.wait_serving(0, START);
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
     assert_eq!(refused["reason"], json!("not_ready"), "{refused}");
     let killed = s
         .baton
         .wait_for("epoch exited", &[("epoch", json!(1))], START);
     assert_eq!(killed["status"], json!("killed by signal 9"));
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     s.baton.signal(Signal::SIGTERM);
     assert_eq!(s.baton.wait_exit(START), Some(0));
 }
@@ -204,12 +198,11 @@ fn a_proxy_that_binds_its_own_port_is_detected_and_refused() {
     s.baton.wait_serving(0, START);
     s.next_epoch_does("own-port");
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
-    let message = refused["message"].as_str().unwrap();
-    assert!(message.contains("holds the listener(s) http"), "{message}");
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
+    let error = refusal_error(&refused);
+    assert!(error.contains("holds the listener(s) http"), "{error}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     s.baton.signal(Signal::SIGTERM);
     assert_eq!(s.baton.wait_exit(START), Some(0));
 }

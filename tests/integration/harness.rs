@@ -1,5 +1,11 @@
 //! Test harness: a running baton under a guard, a loopback upstream, free ports,
-//! log polling with deadlines, and process-tree cleanup that also runs on failure.
+//! structured log and `/epochs` facts polled with deadlines, and process-tree cleanup
+//! that also runs on failure.
+//!
+//! Log facts are matched on baton's JSON records: the message by **exact** equality
+//! ([`Message::Exactly`]) or, for the one message that carries its error text
+//! (the refusal), by its fixed prefix ([`Message::StartsWith`] with [`REFUSED`]);
+//! fields by equality.
 
 #![allow(dead_code)]
 
@@ -12,7 +18,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+/// baton's log message once an epoch serves.
+pub const SERVING: &str = "epoch ready and serving";
+/// The fixed start of every refusal; the error text follows it in the same message.
+pub const REFUSED: &str = "new epoch refused; the serving epoch (if any) keeps serving: ";
+
+/// How long `/epochs` gets to show a fact baton has logged.
+pub const UP: Duration = Duration::from_secs(30);
 
 /// Wait for `cond` to hold, polling, or panic with `what` after `timeout`.
 pub fn eventually<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
@@ -189,6 +203,40 @@ pub fn parse_status(buf: &[u8]) -> Result<u16, String> {
     Ok(status)
 }
 
+/// What a log record's `message` must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// Exactly this text.
+    Exactly(&'a str),
+    /// This fixed prefix, followed by text that varies (the refusal's error).
+    StartsWith(&'a str),
+}
+
+/// Whether record `r` has message `message` and every field of `fields`, equal.
+pub fn matches(r: &Value, message: Message, fields: &[(&str, Value)]) -> bool {
+    let Some(m) = r.get("message").and_then(Value::as_str) else {
+        return false;
+    };
+    let message_ok = match message {
+        Message::Exactly(text) => m == text,
+        Message::StartsWith(prefix) => m.starts_with(prefix),
+    };
+    message_ok && fields.iter().all(|(k, v)| r.get(*k) == Some(v))
+}
+
+/// The query [`Baton::wait_serving`] waits for: epoch `epoch` ready and serving.
+pub fn serving_query(epoch: u64) -> (Message<'static>, [(&'static str, Value); 1]) {
+    (Message::Exactly(SERVING), [("epoch", json!(epoch))])
+}
+
+/// The error text of a refusal record: its message after the fixed [`REFUSED`] prefix.
+pub fn refusal_error(record: &Value) -> &str {
+    let message = record["message"].as_str().unwrap_or_default();
+    message
+        .strip_prefix(REFUSED)
+        .unwrap_or_else(|| panic!("not a refusal: {record}"))
+}
+
 /// A running `baton`, killed with its whole process tree on drop.
 pub struct Baton {
     pub child: Child,
@@ -244,7 +292,7 @@ impl Baton {
             .collect()
     }
 
-    /// Wait for a log record whose message contains `message` and whose fields
+    /// Wait for a log record whose message is exactly `message` and whose fields
     /// match every `(key, value)`.
     pub fn wait_for(
         &mut self,
@@ -252,29 +300,84 @@ impl Baton {
         fields: &[(&str, Value)],
         timeout: Duration,
     ) -> Value {
+        self.wait_for_record(Message::Exactly(message), fields, timeout)
+    }
+
+    /// Wait for a log record matching `message` and every `(key, value)`.
+    pub fn wait_for_record(
+        &mut self,
+        message: Message,
+        fields: &[(&str, Value)],
+        timeout: Duration,
+    ) -> Value {
         let what = format!("log {message:?} with {fields:?} in {}", self.log.display());
         eventually(&what, timeout, || {
             self.remember_descendants();
-            self.find(message, fields)
+            self.find_record(message, fields)
         })
     }
 
+    /// Wait for a refusal (message starting with [`REFUSED`]) with these fields.
+    pub fn wait_refused(&mut self, fields: &[(&str, Value)], timeout: Duration) -> Value {
+        self.wait_for_record(Message::StartsWith(REFUSED), fields, timeout)
+    }
+
+    /// The first record whose message is exactly `message`, with these fields.
     pub fn find(&self, message: &str, fields: &[(&str, Value)]) -> Option<Value> {
+        self.find_record(Message::Exactly(message), fields)
+    }
+
+    pub fn find_record(&self, message: Message, fields: &[(&str, Value)]) -> Option<Value> {
         self.records()
             .into_iter()
             .find(|r| matches(r, message, fields))
     }
 
+    /// How many records have exactly `message` and these fields.
     pub fn count(&self, message: &str, fields: &[(&str, Value)]) -> usize {
         self.records()
             .iter()
-            .filter(|r| matches(r, message, fields))
+            .filter(|r| matches(r, Message::Exactly(message), fields))
             .count()
     }
 
-    /// Wait until epoch `n` serves.
+    /// Every refusal record so far, in order.
+    pub fn refusals(&self) -> Vec<Value> {
+        self.records()
+            .into_iter()
+            .filter(|r| matches(r, Message::StartsWith(REFUSED), &[]))
+            .collect()
+    }
+
+    /// Wait until epoch `n` serves: its "epoch ready and serving" record.
     pub fn wait_serving(&mut self, epoch: u64, timeout: Duration) -> Value {
-        self.wait_for("serving", &[("epoch", epoch.into())], timeout)
+        let (message, fields) = serving_query(epoch);
+        self.wait_for_record(message, &fields, timeout)
+    }
+
+    /// `GET /epochs` on baton's status server, parsed.
+    pub fn epochs(&self) -> Value {
+        let (code, body) = http(self.status_port, "GET", "/epochs").expect("GET /epochs");
+        assert_eq!(code, 200, "GET /epochs: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/epochs is not JSON ({e}): {body}"))
+    }
+
+    /// Wait until `GET /epochs` satisfies `cond` (what baton publishes follows its log
+    /// by a moment); the report that did.
+    pub fn wait_epochs(&self, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = eventually_or_none(UP, || {
+            last = self.epochs();
+            cond(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| panic!("timed out waiting for /epochs: {what}; last: {last}"))
+    }
+
+    /// Assert that `/epochs` shows exactly epoch `epoch` serving and baton ready.
+    pub fn assert_only_serving(&self, epoch: u64) {
+        let report = self.epochs();
+        assert_eq!(epochs_in(&report, "serving"), vec![epoch], "{report}");
+        assert_eq!(report["readiness"]["status"], json!("ready"), "{report}");
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -314,11 +417,44 @@ impl Baton {
     }
 }
 
-fn matches(r: &Value, message: &str, fields: &[(&str, Value)]) -> bool {
-    r.get("message")
-        .and_then(Value::as_str)
-        .is_some_and(|m| m.contains(message))
-        && fields.iter().all(|(k, v)| r.get(*k) == Some(v))
+/// Poll `cond` until it gives a value or `timeout` passes (`None` then).
+fn eventually_or_none<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Numbers of the epochs in `state` in a `GET /epochs` report.
+pub fn epochs_in(report: &Value, state: &str) -> Vec<u64> {
+    report["epochs"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|e| e["state"] == json!(state))
+                .filter_map(|e| e["number"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of the Prometheus series `series` (name and labels, exactly as written;
+/// empty braces, `name{}`, count as none) in exposition text `text`.
+pub fn prometheus_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        if name.strip_suffix("{}").unwrap_or(name) == series {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 impl Drop for Baton {
@@ -472,5 +608,90 @@ impl EnvoySetup {
         let mut baton = Baton::start(self.dir, &args);
         baton.status_port = self.status_port;
         (baton, self.upstream, port)
+    }
+}
+
+/// The matchers, on literal records.
+mod matcher_tests {
+    use super::*;
+
+    fn refusal(epoch: u64) -> Value {
+        json!({
+            "timestamp": "2026-11-29T21:10:33.689007Z",
+            "level": "ERROR",
+            "message": format!("{REFUSED}exited before becoming ready (exit code 1)"),
+            "epoch": epoch,
+            "reason": "exited",
+        })
+    }
+
+    fn serving(epoch: u64) -> Value {
+        json!({
+            "timestamp": "2026-11-29T21:10:34.001000Z",
+            "level": "INFO",
+            "message": "epoch ready and serving",
+            "epoch": epoch,
+            "pid": 4242,
+            "replaced": "[0]",
+            "restart_ms": 120,
+            "startup_ms": 80,
+        })
+    }
+
+    #[test]
+    fn a_refusal_of_epoch_1_does_not_satisfy_wait_serving_1() {
+        let (message, fields) = serving_query(1);
+        // The bug this guards against: the refusal's text contains "serving".
+        assert!(refusal(1)["message"].as_str().unwrap().contains("serving"));
+        assert!(!matches(&refusal(1), message, &fields));
+        assert!(matches(&serving(1), message, &fields));
+        assert!(!matches(&serving(2), message, &fields), "other epoch");
+    }
+
+    #[test]
+    fn a_refusal_is_matched_by_its_prefix_and_its_error_is_the_rest() {
+        let refused = Message::StartsWith(REFUSED);
+        assert!(matches(
+            &refusal(1),
+            refused,
+            &[("reason", json!("exited"))]
+        ));
+        assert!(!matches(&refusal(1), refused, &[("reason", json!("cert"))]));
+        assert!(!matches(&serving(1), refused, &[]));
+        assert_eq!(
+            refusal_error(&refusal(1)),
+            "exited before becoming ready (exit code 1)"
+        );
+        // Exact matching does not take a prefix, nor a longer message.
+        assert!(!matches(
+            &refusal(1),
+            Message::Exactly("new epoch refused"),
+            &[]
+        ));
+        let crash = json!({"message": "serving epoch crashed; restarting it", "epoch": 0});
+        assert!(!matches(
+            &crash,
+            Message::Exactly("serving epoch crashed"),
+            &[]
+        ));
+        assert!(!matches(&crash, Message::Exactly(SERVING), &[]));
+    }
+
+    #[test]
+    fn prometheus_samples_are_read_by_exact_series() {
+        let text = "# TYPE baton_ready gauge\nbaton_ready 1\nbaton_ready_x 7\n\
+                    baton_restart_failures_total{reason=\"cert\"} 3\n";
+        assert_eq!(prometheus_sample(text, "baton_ready"), Some(1.0));
+        assert_eq!(
+            prometheus_sample(text, "baton_restart_failures_total{reason=\"cert\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            prometheus_sample(text, "baton_restart_failures_total"),
+            None
+        );
+        assert_eq!(prometheus_sample(text, "baton_rea"), None);
+        let envoy = "envoy_server_live{} 1\n";
+        assert_eq!(prometheus_sample(envoy, "envoy_server_live"), Some(1.0));
     }
 }

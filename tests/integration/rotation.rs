@@ -290,31 +290,23 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     ];
     for (n, (what, cert, key, needle)) in cases.into_iter().enumerate() {
         secret.swap(cert, key);
-        let refused = eventually(what, START, || {
-            let records = baton.records();
-            let refusals: Vec<_> = records
-                .into_iter()
-                .filter(|r| {
-                    r["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("new epoch refused"))
-                })
-                .collect();
-            (refusals.len() > n).then(|| refusals[n].clone())
-        });
-        let message = refused["message"].as_str().unwrap();
+        let refused = eventually(what, START, || baton.refusals().get(n).cloned());
+        let error = refusal_error(&refused);
         assert_eq!(refused["reason"], json!("cert"), "{what}: {refused}");
-        assert!(message.contains(needle), "{what}: {message}");
+        assert!(error.contains(needle), "{what}: {error}");
         assert_eq!(
             served_serial(port).as_deref(),
             Some("1111"),
             "{what}: old epoch must serve"
         );
-        let (_, epochs) = http(status, "GET", "/epochs").unwrap();
+        let failures = json!(n + 1);
+        let epochs = baton.wait_epochs(what, |e| e["restart_failures"]["cert"] == failures);
+        let last_error = epochs["last_error"].as_str().unwrap_or_default();
         assert!(
-            epochs.contains(needle),
+            last_error.contains(needle),
             "{what}: last error not in /epochs: {epochs}"
         );
+        baton.assert_only_serving(0);
     }
     assert!(baton
         .find("epoch started", &[("epoch", json!(1))])
@@ -324,8 +316,9 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     baton.wait_serving(1, START);
     wait_serial(port, "2222");
     let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
-    assert!(
-        metrics.contains("baton_restart_failures_total{reason=\"cert\"} 3"),
+    assert_eq!(
+        prometheus_sample(&metrics, "baton_restart_failures_total{reason=\"cert\"}"),
+        Some(3.0),
         "{metrics}"
     );
     baton.signal(Signal::SIGTERM);

@@ -130,8 +130,11 @@ fn envoy_counters_carry_across_twenty_hot_restarts_exactly() {
     );
     assert_eq!(carried, tally.ok);
     let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
-    let line = format!("envoy_http_ingress_http_downstream_rq_total {carried}");
-    assert!(metrics.contains(&line), "{line} missing");
+    assert_eq!(
+        prometheus_sample(&metrics, "envoy_http_ingress_http_downstream_rq_total"),
+        Some(carried as f64),
+        "{metrics}"
+    );
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }
