@@ -336,6 +336,41 @@ fn mentioned_ports(line: &str) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
+/// baton's log as read so far: parsed JSON records and the bytes of a line not yet
+/// finished.
+#[derive(Default)]
+struct ParsedLog {
+    offset: u64,
+    partial: Vec<u8>,
+    records: Vec<Value>,
+}
+
+impl ParsedLog {
+    /// Read what was appended to `path` since, and parse its whole lines.
+    fn catch_up(&mut self, path: &Path) {
+        use std::io::{Seek, SeekFrom};
+        if let Ok(mut file) = std::fs::File::open(path) {
+            if file.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let mut fresh = Vec::new();
+                if let Ok(n) = file.read_to_end(&mut fresh) {
+                    self.offset += n as u64;
+                    self.partial.extend_from_slice(&fresh);
+                }
+            }
+        }
+        // Only whole lines: the last one may still be being written.
+        if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
+            let whole: Vec<u8> = self.partial.drain(..=end).collect();
+            let parsed = String::from_utf8_lossy(&whole)
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect::<Vec<_>>();
+            self.records.extend(parsed);
+        }
+    }
+}
+
 /// A running `baton`, stopped with its whole process tree on drop (SIGTERM, then
 /// SIGKILL for whatever is left), also when the test fails.
 pub struct Baton {
@@ -347,6 +382,8 @@ pub struct Baton {
     /// Ports chosen for this baton that a process binds by itself.
     chosen: Vec<u16>,
     pub log: PathBuf,
+    /// What of the log has been read and parsed so far.
+    parsed: std::cell::RefCell<ParsedLog>,
     exited: Option<std::process::ExitStatus>,
     descendants: Vec<i32>,
     /// Removed after every process is gone (declared last: dropped last).
@@ -375,6 +412,7 @@ impl Baton {
             root: root.to_path_buf(),
             chosen: Vec::new(),
             log,
+            parsed: Default::default(),
             exited: None,
             descendants: Vec::new(),
             dir: None,
@@ -442,11 +480,15 @@ impl Baton {
 
     /// baton's JSON log records so far (Envoy's own lines are skipped).
     pub fn records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with('{'))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.with_records(<[Value]>::to_vec)
+    }
+
+    /// `f` of baton's JSON log records so far. The log is read and parsed only past
+    /// what earlier calls saw (polls run every 20 ms on logs at debug level).
+    fn with_records<T>(&self, f: impl FnOnce(&[Value]) -> T) -> T {
+        let mut log = self.parsed.borrow_mut();
+        log.catch_up(&self.log);
+        f(&log.records)
     }
 
     /// Wait for a log record whose message is exactly `message` and whose fields
@@ -485,25 +527,33 @@ impl Baton {
     }
 
     pub fn find_record(&self, message: Message, fields: &[(&str, Value)]) -> Option<Value> {
-        self.records()
-            .into_iter()
-            .find(|r| matches(r, message, fields))
+        self.with_records(|records| {
+            records
+                .iter()
+                .find(|r| matches(r, message, fields))
+                .cloned()
+        })
     }
 
     /// How many records have exactly `message` and these fields.
     pub fn count(&self, message: &str, fields: &[(&str, Value)]) -> usize {
-        self.records()
-            .iter()
-            .filter(|r| matches(r, Message::Exactly(message), fields))
-            .count()
+        self.with_records(|records| {
+            records
+                .iter()
+                .filter(|r| matches(r, Message::Exactly(message), fields))
+                .count()
+        })
     }
 
     /// Every refusal record so far, in order.
     pub fn refusals(&self) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| matches(r, Message::StartsWith(REFUSED), &[]))
-            .collect()
+        self.with_records(|records| {
+            records
+                .iter()
+                .filter(|r| matches(r, Message::StartsWith(REFUSED), &[]))
+                .cloned()
+                .collect()
+        })
     }
 
     /// Wait until epoch `n` serves: its "epoch ready and serving" record.
@@ -950,6 +1000,31 @@ mod matcher_tests {
             taken_port_line("listening on 127.0.0.1:56327", &[56327]),
             None
         );
+    }
+
+    #[test]
+    fn the_log_is_parsed_incrementally_and_only_by_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.log");
+        let append = |text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        let mut log = ParsedLog::default();
+        append("{\"message\":\"epoch started\",\"epoch\":0}\nnot json: Envoy's own line\n{\"message\":\"epoch re");
+        log.catch_up(&path);
+        assert_eq!(log.records.len(), 1);
+        append("ady and serving\",\"epoch\":0}\n");
+        log.catch_up(&path);
+        let (message, fields) = serving_query(0);
+        assert_eq!(log.records.len(), 2);
+        assert!(matches(&log.records[1], message, &fields));
+        log.catch_up(&path);
+        assert_eq!(log.records.len(), 2, "nothing read twice");
     }
 
     #[test]
