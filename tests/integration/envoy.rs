@@ -11,10 +11,12 @@ use super::load::{hot_restarts_under_load, Load};
 
 const START: Duration = Duration::from_secs(30);
 
+/// What baton logs once it has repaired a chain a failed epoch left flagged.
+const CHAIN_REPAIRED: &str = "cleared the 'initialising' flag a failed epoch left in Envoy's shared memory; hot restarts continue";
+
 #[test]
 fn hot_restart_serves_from_the_new_epoch_and_retires_the_old_one() {
     let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
-    baton.wait_serving(0, START);
     assert_eq!(get(port), Ok(200));
     let cfg = baton.config_dir();
     let rev0 = cfg.join("envoy-rev0.json");
@@ -77,7 +79,6 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
     let template = setup.path("standalone.json");
     std::fs::write(&template, standalone_template()).unwrap();
     let (mut baton, _upstream, port) = setup.start(template.to_str().unwrap(), &[]);
-    baton.wait_serving(0, START);
 
     // A template error: an undefined variable.
     std::fs::write(
@@ -86,10 +87,14 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
     )
     .unwrap();
     baton.signal(Signal::SIGHUP);
-    let refused = baton.wait_for("new epoch refused", &[("reason", json!("template"))], START);
-    let message = refused["message"].as_str().unwrap();
-    assert!(message.contains("no_such_value"), "{message}");
+    let refused = baton.wait_refused(&[("reason", json!("template"))], START);
+    let error = refusal_error(&refused);
+    assert!(error.contains("no_such_value"), "{error}");
     assert_eq!(get(port), Ok(200));
+    baton.wait_epochs("one template failure", |e| {
+        e["restart_failures"]["template"] == json!(1)
+    });
+    baton.assert_only_serving(0);
 
     // JSON that Envoy refuses: a route to a cluster that does not exist.
     std::fs::write(
@@ -98,12 +103,13 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
     )
     .unwrap();
     baton.signal(Signal::SIGHUP);
-    let refused = baton.wait_for("new epoch refused", &[("reason", json!("config"))], START);
-    assert!(
-        refused["message"].as_str().unwrap().contains("nowhere"),
-        "{refused}"
-    );
+    let refused = baton.wait_refused(&[("reason", json!("config"))], START);
+    assert!(refusal_error(&refused).contains("nowhere"), "{refused}");
     assert_eq!(get(port), Ok(200));
+    baton.wait_epochs("one config failure", |e| {
+        e["restart_failures"]["config"] == json!(1)
+    });
+    baton.assert_only_serving(0);
     assert!(
         baton
             .find("epoch started", &[("epoch", json!(1))])
@@ -123,7 +129,6 @@ fn broken_template_or_invalid_config_keeps_the_serving_epoch() {
 #[test]
 fn no_request_fails_across_five_hot_restarts() {
     let (mut baton, upstream, port) = EnvoySetup::new().start("standalone", &[]);
-    baton.wait_serving(0, START);
     let tally = hot_restarts_under_load(&mut baton, port, 5, 200);
     eprintln!(
         "load across 5 hot restarts: {} ok, {} errors, {} stale keep-alive retries; upstream saw {}",
@@ -144,10 +149,14 @@ fn no_request_fails_across_five_hot_restarts() {
 
 #[test]
 fn sighup_during_startup_is_deferred_until_epoch_zero_is_ready() {
-    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
-    baton.wait_for("epoch started", &[("epoch", json!(0))], START);
-    baton.signal(Signal::SIGHUP);
-    baton.signal(Signal::SIGHUP);
+    let (mut baton, _upstream, port, ()) = EnvoySetup::new().start_with(
+        |setup, ports| setup.args(ports, "standalone", &[]),
+        |baton| {
+            baton.wait_for("epoch started", &[("epoch", json!(0))], START);
+            baton.signal(Signal::SIGHUP);
+            baton.signal(Signal::SIGHUP);
+        },
+    );
     baton.wait_serving(1, START);
     assert_eq!(get(port), Ok(200));
     baton.signal(Signal::SIGTERM);
@@ -179,15 +188,15 @@ fn a_new_epoch_that_dies_after_attaching_does_not_stop_later_hot_restarts() {
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let blocked = blocker.local_addr().unwrap().port();
     let (mut baton, _upstream, port) = setup.start(template.to_str().unwrap(), &[]);
-    baton.wait_serving(0, START);
     let load = Load::start(port, 4, 200_000, Duration::from_secs(90));
     eventually("load to flow", START, || (load.ok() > 50).then_some(()));
 
     std::fs::write(&template, with_blocked_listener(blocked)).unwrap();
     baton.signal(Signal::SIGHUP);
-    baton.wait_for("new epoch refused", &[("epoch", json!(1))], START);
-    baton.wait_for("cleared the 'initialising' flag", &[], START);
+    baton.wait_refused(&[("epoch", json!(1))], START);
+    baton.wait_for(CHAIN_REPAIRED, &[("chain", json!(0))], START);
     assert_eq!(get(port), Ok(200));
+    baton.assert_only_serving(0);
 
     // The fix: the next hot restart continues the same chain, without a lost request.
     std::fs::write(&template, standalone_template()).unwrap();
@@ -222,7 +231,11 @@ fn serving_epoch_killed_is_replaced_at_once_by_a_fresh_chain() {
     let serving = baton.wait_serving(0, START);
     let pid = serving["pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    let crash = baton.wait_for("serving epoch crashed", &[("epoch", json!(0))], START);
+    let crash = baton.wait_for(
+        "serving epoch crashed; restarting it",
+        &[("epoch", json!(0))],
+        START,
+    );
     assert_eq!(crash["status"], json!("killed by signal 9"));
     baton.wait_serving(1, START);
     let started = baton.find("epoch started", &[("epoch", json!(1))]).unwrap();
@@ -230,6 +243,8 @@ fn serving_epoch_killed_is_replaced_at_once_by_a_fresh_chain() {
         (started["restart_epoch"].clone(), started["chain"].clone()),
         (json!(0), json!(1))
     );
+    let epochs = baton.wait_epochs("epoch 1 serving", |e| epochs_in(e, "serving") == [1]);
+    assert_eq!(epochs["crashes_total"], json!(1), "{epochs}");
     assert_eq!(get(port), Ok(200));
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
@@ -252,11 +267,15 @@ fn orphans_of_the_proxy_are_reaped() {
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut args = setup.args("standalone", &[]);
-    let at = args.iter().position(|a| a == "--envoy-binary").unwrap();
-    args[at + 1] = wrapper.display().to_string();
-    let mut baton = Baton::start(setup.dir, &args);
-    baton.wait_serving(0, START);
+    let (mut baton, _upstream, _port, ()) = setup.start_with(
+        |setup, ports| {
+            let mut args = setup.args(ports, "standalone", &[]);
+            let at = args.iter().position(|a| a == "--envoy-binary").unwrap();
+            args[at + 1] = wrapper.display().to_string();
+            args
+        },
+        |_| (),
+    );
     let orphan: i32 = eventually("orphan pid", START, || {
         std::fs::read_to_string(&marker).ok()?.trim().parse().ok()
     });
@@ -269,36 +288,41 @@ fn orphans_of_the_proxy_are_reaped() {
     assert_eq!(baton.wait_exit(START), Some(0));
 }
 
+/// A static Envoy config (no template) listening on `ports`.
+fn static_yaml(ports: &Ports) -> String {
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n\
+         static_resources:\n  listeners:\n  - name: l\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n\
+         \x20   filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n\
+         \x20       typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n\
+         \x20         stat_prefix: custom\n          route_config:\n            virtual_hosts:\n            - name: all\n              domains: [\"*\"]\n\
+         \x20             routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }}]\n\
+         \x20         http_filters:\n          - name: envoy.filters.http.router\n\
+         \x20           typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n",
+        admin = ports.admin,
+        port = ports.listen
+    )
+}
+
 #[test]
 fn a_static_yaml_custom_config_is_used_as_is_and_hot_restarts() {
     let setup = EnvoySetup::new();
     let yaml = setup.path("envoy.yaml");
-    std::fs::write(
-        &yaml,
-        format!(
-            "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n\
-             static_resources:\n  listeners:\n  - name: l\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}\n\
-             \x20   filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n\
-             \x20       typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n\
-             \x20         stat_prefix: custom\n          route_config:\n            virtual_hosts:\n            - name: all\n              domains: [\"*\"]\n\
-             \x20             routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }}]\n\
-             \x20         http_filters:\n          - name: envoy.filters.http.router\n\
-             \x20           typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}\n",
-            admin = setup.admin_port,
-            port = setup.listen_port
-        ),
-    )
-    .unwrap();
-    let mut args = setup.args("standalone", &[]);
-    // Replace the template with the static file.
-    let at = args.iter().position(|a| a == "--template").unwrap();
-    args.splice(
-        at..at + 2,
-        ["--custom-config".to_string(), yaml.display().to_string()],
+    let (mut baton, _upstream, port, ()) = setup.start_with(
+        |setup, ports| {
+            // The file names the ports: written again for every attempt.
+            std::fs::write(&yaml, static_yaml(ports)).unwrap();
+            let mut args = setup.args(ports, "standalone", &[]);
+            // Replace the template with the static file.
+            let at = args.iter().position(|a| a == "--template").unwrap();
+            args.splice(
+                at..at + 2,
+                ["--custom-config".to_string(), yaml.display().to_string()],
+            );
+            args
+        },
+        |_| (),
     );
-    let port = setup.listen_port;
-    let mut baton = Baton::start(setup.dir, &args);
-    baton.wait_serving(0, START);
     assert_eq!(get(port), Ok(200));
     assert!(baton.config_dir().join("envoy-rev0.yaml").exists());
     baton.signal(Signal::SIGHUP);
@@ -306,4 +330,39 @@ fn a_static_yaml_custom_config_is_used_as_is_and_hot_restarts() {
     assert_eq!(get(port), Ok(200));
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
+}
+
+/// The harness itself: a port taken between choosing it and Envoy binding it makes
+/// the start try again with fresh ports, and the first attempt leaves nothing behind.
+#[test]
+fn a_listener_port_taken_before_envoy_binds_it_is_retried_with_fresh_ports() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let mut attempts = 0;
+    let (mut baton, _upstream, port, ()) = EnvoySetup::new().start_with(
+        |setup, ports| {
+            attempts += 1;
+            if attempts == 1 {
+                ports.listen = taken;
+            }
+            setup.args(ports, "standalone", &[])
+        },
+        |_| (),
+    );
+    assert_eq!(attempts, 2);
+    assert_ne!(port, taken);
+    assert_eq!(get(port), Ok(200));
+    let first = std::fs::read_to_string(baton.dir().join("baton.attempt-1.log")).unwrap();
+    let needle = format!("cannot bind '127.0.0.1:{taken}': Address already in use");
+    assert!(first.contains(&needle), "{first}");
+    // The first attempt's baton was stopped by SIGTERM, so it cleaned up after itself.
+    let stopped = first
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| matches(&r, Message::Exactly("baton exiting"), &[]));
+    assert!(stopped, "{first}");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(baton.leftovers().is_empty(), "{:?}", baton.leftovers());
+    drop(held);
 }

@@ -24,6 +24,9 @@ fn example(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// Let baton choose the listener's port; [`Baton::listener_port`] tells which.
+const ANY_PORT: u16 = 0;
+
 /// `baton run` arguments common to these tests, with a listener `http` on `port`.
 fn run_args(port: u16, status: u16, extra: &[&str], command: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
@@ -55,20 +58,20 @@ impl Activated {
         let dir = tempfile::tempdir().unwrap();
         let mode_file = dir.path().join("mode");
         std::fs::write(&mode_file, mode).unwrap();
-        let (port, status) = (free_port(), free_port());
         let script = fixture("socket_server.py");
-        let args = run_args(
-            port,
-            status,
-            extra,
-            &[
-                "python3",
-                script.to_str().unwrap(),
-                mode_file.to_str().unwrap(),
-            ],
-        );
-        let mut baton = Baton::start(dir, &args);
-        baton.status_port = status;
+        let mut baton = Baton::start_listening(dir, &[], |ports| {
+            run_args(
+                ANY_PORT,
+                ports.status,
+                extra,
+                &[
+                    "python3",
+                    script.to_str().unwrap(),
+                    mode_file.to_str().unwrap(),
+                ],
+            )
+        });
+        let port = baton.listener_port("http");
         Activated {
             baton,
             port,
@@ -142,16 +145,12 @@ fn failing_preflight_keeps_the_serving_epoch() {
     s.baton.wait_serving(0, START);
     std::fs::write(&veto, "no").unwrap();
     s.baton.signal(Signal::SIGHUP);
-    let refused = s.baton.wait_for(
-        "new epoch refused",
-        &[("reason", json!("preflight"))],
-        START,
-    );
-    assert!(
-        refused["message"].as_str().unwrap().contains("--preflight"),
-        "{refused}"
-    );
+    let refused = s
+        .baton
+        .wait_refused(&[("reason", json!("preflight"))], START);
+    assert!(refusal_error(&refused).contains("--preflight"), "{refused}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     std::fs::remove_file(&veto).unwrap();
     s.baton.signal(Signal::SIGHUP);
     s.baton.wait_serving(1, START);
@@ -165,11 +164,10 @@ fn new_epoch_that_exits_at_once_keeps_the_old_one_serving() {
     s.baton.wait_serving(0, START);
     s.next_epoch_does("exit");
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
     assert_eq!(refused["reason"], json!("exited"), "{refused}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     let (_, ready) = http(s.baton.status_port, "GET", "/healthz/ready").unwrap();
     assert_eq!(ready.trim(), "ready");
     s.baton.signal(Signal::SIGTERM);
@@ -185,15 +183,14 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
     let mut s = Activated::start("serve", &["--ready", &ready, "--ready-timeout", "1s"]);
     s.baton.wait_serving(0, START);
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
     assert_eq!(refused["reason"], json!("not_ready"), "{refused}");
     let killed = s
         .baton
         .wait_for("epoch exited", &[("epoch", json!(1))], START);
     assert_eq!(killed["status"], json!("killed by signal 9"));
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     s.baton.signal(Signal::SIGTERM);
     assert_eq!(s.baton.wait_exit(START), Some(0));
 }
@@ -204,12 +201,11 @@ fn a_proxy_that_binds_its_own_port_is_detected_and_refused() {
     s.baton.wait_serving(0, START);
     s.next_epoch_does("own-port");
     s.baton.signal(Signal::SIGHUP);
-    let refused = s
-        .baton
-        .wait_for("new epoch refused", &[("epoch", json!(1))], START);
-    let message = refused["message"].as_str().unwrap();
-    assert!(message.contains("holds the listener(s) http"), "{message}");
+    let refused = s.baton.wait_refused(&[("epoch", json!(1))], START);
+    let error = refusal_error(&refused);
+    assert!(error.contains("holds the listener(s) http"), "{error}");
     assert_eq!(s.report()["env"]["BATON_EPOCH"], json!("0"));
+    s.baton.assert_only_serving(0);
     s.baton.signal(Signal::SIGTERM);
     assert_eq!(s.baton.wait_exit(START), Some(0));
 }
@@ -244,39 +240,35 @@ fn ten_restarts_under_load(mut baton: Baton, port: u16, what: &str) {
 fn haproxy_example_serves_through_ten_hot_restarts_without_a_failed_request() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let (port, status) = (free_port(), free_port());
     let cfg = example("haproxy/haproxy.cfg");
     let cfg = cfg.to_str().unwrap();
     let check = format!("haproxy -c -q -f {cfg}");
-    let args = run_args(
-        port,
-        status,
-        &[
-            "--ready",
-            "notify",
-            "--drain-signal",
-            "SIGUSR1",
-            "--preflight",
-            &check,
-        ],
-        &["haproxy", "-Ws", "-f", cfg],
-    );
     let upstream_addr = upstream.addr();
-    let baton = Baton::start_with_env(dir, &args, &[("UPSTREAM", &upstream_addr)]);
+    // HAProxy serves on the socket baton holds (`fd@`): baton chooses the port.
+    let mut baton = Baton::start_listening(dir, &[("UPSTREAM", &upstream_addr)], |ports| {
+        run_args(
+            ANY_PORT,
+            ports.status,
+            &[
+                "--ready",
+                "notify",
+                "--drain-signal",
+                "SIGUSR1",
+                "--preflight",
+                &check,
+            ],
+            &["haproxy", "-Ws", "-f", cfg],
+        )
+    });
+    let port = baton.listener_port("http");
     ten_restarts_under_load(baton, port, "haproxy");
 }
 
 #[test]
 fn nginx_example_serves_through_ten_hot_restarts_without_a_failed_request() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, status) = (free_port(), free_port());
     let example = std::fs::read_to_string(example("nginx/nginx.conf")).unwrap();
     let cfg = dir.path().join("nginx.conf");
-    std::fs::write(
-        &cfg,
-        example.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
     let pid = dir.path().join("nginx.{epoch}.pid");
     let (cfg, pid) = (cfg.to_str().unwrap(), pid.to_str().unwrap());
     let check = format!(
@@ -285,20 +277,27 @@ fn nginx_example_serves_through_ten_hot_restarts_without_a_failed_request() {
     );
     let ready = format!("exec:test -s {pid}");
     let pid_directive = format!("pid {pid};");
-    let args = run_args(
-        port,
-        status,
-        &[
-            "--ready",
-            &ready,
-            "--drain-signal",
-            "SIGQUIT",
-            "--preflight",
-            &check,
-        ],
-        &["nginx", "-c", cfg, "-g", &pid_directive],
-    );
-    let baton = Baton::start(dir, &args);
+    // nginx adopts baton's socket only when its `listen` names the same address, so
+    // the port is chosen first and written into the config (again on a retry: baton
+    // fails to bind a port taken meanwhile).
+    let mut baton = Baton::start_listening(dir, &[], |ports| {
+        let listen = format!("127.0.0.1:{}", ports.listen);
+        std::fs::write(cfg, example.replace("127.0.0.1:8080", &listen)).unwrap();
+        run_args(
+            ports.listen,
+            ports.status,
+            &[
+                "--ready",
+                &ready,
+                "--drain-signal",
+                "SIGQUIT",
+                "--preflight",
+                &check,
+            ],
+            &["nginx", "-c", cfg, "-g", &pid_directive],
+        )
+    });
+    let port = baton.listener_port("http");
     ten_restarts_under_load(baton, port, "nginx");
 }
 
@@ -321,4 +320,35 @@ fn usr1_usr2_and_winch_reach_the_serving_epoch_only() {
     assert_eq!(lines, vec!["1 SIGUSR1", "1 SIGUSR2", "1 SIGWINCH"], "{got}");
     s.baton.signal(Signal::SIGTERM);
     assert_eq!(s.baton.wait_exit(START), Some(0));
+}
+
+/// The harness itself: a status port taken between choosing it and baton binding it
+/// makes the start try again with fresh ports.
+#[test]
+fn a_status_port_taken_before_baton_binds_it_is_retried_with_fresh_ports() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mode = dir.path().join("mode");
+    std::fs::write(&mode, "serve").unwrap();
+    let script = fixture("socket_server.py");
+    let mut attempts = 0;
+    let mut baton = Baton::start_listening(dir, &[], |ports| {
+        attempts += 1;
+        if attempts == 1 {
+            ports.status = taken;
+        }
+        let command = ["python3", script.to_str().unwrap(), mode.to_str().unwrap()];
+        run_args(ANY_PORT, ports.status, &["--ready", "notify"], &command)
+    });
+    assert_eq!(attempts, 2);
+    assert_ne!(baton.status_port, taken);
+    let first = std::fs::read_to_string(baton.dir().join("baton.attempt-1.log")).unwrap();
+    let needle = format!("--status-addr 127.0.0.1:{taken}: cannot listen");
+    assert!(first.contains(&needle), "{first}");
+    baton.wait_serving(0, START);
+    baton.assert_only_serving(0);
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    drop(held);
 }

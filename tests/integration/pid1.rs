@@ -11,6 +11,9 @@ use super::harness::*;
 
 const START: Duration = Duration::from_secs(30);
 
+/// A listener on a port baton chooses (nothing connects to it here).
+const ANY_PORT: &str = "http=tcp://127.0.0.1:0";
+
 /// `unshare … baton run …` with baton as PID 1; killed (with its namespace) on drop.
 struct Pid1 {
     unshare: Child,
@@ -56,11 +59,11 @@ impl Drop for Pid1 {
     }
 }
 
-fn run_args<'a>(port: &'a str, extra: &[&'a str], script: &'a str) -> Vec<&'a str> {
+fn run_args<'a>(listen: &'a str, extra: &[&'a str], script: &'a str) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         "--listen",
-        port,
+        listen,
         "--status-addr",
         "off",
         "--ready",
@@ -80,10 +83,13 @@ fn as_pid_1_baton_reaps_orphans_and_stops_cleanly_on_sigterm() {
         "(sleep 0.3 & echo $! > {}) ; exec sleep 60",
         marker.display()
     );
-    let listen = format!("http=tcp://127.0.0.1:{}", free_port());
     let mut pid1 = Pid1::start(
         dir,
-        &run_args(&listen, &["--termination-drain-duration", "100ms"], &script),
+        &run_args(
+            ANY_PORT,
+            &["--termination-drain-duration", "100ms"],
+            &script,
+        ),
     );
     let baton = pid1.baton();
     // The orphan's pid inside the namespace; find it from here by its parent: baton.
@@ -108,10 +114,9 @@ fn as_pid_1_baton_reaps_orphans_and_stops_cleanly_on_sigterm() {
 #[test]
 fn as_pid_1_baton_exits_with_the_proxys_code_after_its_crash_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("http=tcp://127.0.0.1:{}", free_port());
     let mut pid1 = Pid1::start(
         dir,
-        &run_args(&listen, &["--crash-budget", "0"], "sleep 0.5; exit 7"),
+        &run_args(ANY_PORT, &["--crash-budget", "0"], "sleep 0.5; exit 7"),
     );
     assert_eq!(pid1.wait_exit(), Some(7));
 }

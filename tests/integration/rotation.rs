@@ -185,7 +185,6 @@ fn kubernetes_secret_swap_restarts_once_onto_the_new_certificate() {
     let mut secret = Secret::new(setup.path("secret"), &c1, &k1);
     let cert_arg = secret.cert_arg();
     let (mut baton, _upstream, port) = setup.start("standalone", &["--cert", &cert_arg]);
-    baton.wait_serving(0, START);
     assert_eq!(served_serial(port).as_deref(), Some("1001"));
 
     secret.swap(&c2, &k2);
@@ -207,7 +206,6 @@ fn rename_replace_and_rewrite_restart_once_each_while_reads_and_touches_do_not()
     std::fs::write(&static_file, "v1").unwrap();
     let watch = static_file.display().to_string();
     let (mut baton, _upstream, _port) = setup.start("standalone", &["--watch", &watch]);
-    baton.wait_serving(0, START);
 
     // Reads, touches and identical rewrites are not changes.
     let _ = std::fs::read(&static_file).unwrap();
@@ -240,7 +238,6 @@ fn a_burst_of_a_thousand_writes_is_one_restart() {
     std::fs::write(&static_file, "start").unwrap();
     let watch = static_file.display().to_string();
     let (mut baton, _upstream, _port) = setup.start("standalone", &["--watch", &watch]);
-    baton.wait_serving(0, START);
     for i in 0..1000 {
         std::fs::write(&static_file, format!("write {i}")).unwrap();
     }
@@ -269,9 +266,8 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     .unwrap();
     let mut secret = Secret::new(setup.path("secret"), &c1, &k1);
     let cert_arg = secret.cert_arg();
-    let status = setup.status_port;
     let (mut baton, _upstream, port) = setup.start("standalone", &["--cert", &cert_arg]);
-    baton.wait_serving(0, START);
+    let status = baton.status_port;
 
     let cases: [(&str, &Path, &Path, &str); 3] = [
         (
@@ -290,31 +286,23 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     ];
     for (n, (what, cert, key, needle)) in cases.into_iter().enumerate() {
         secret.swap(cert, key);
-        let refused = eventually(what, START, || {
-            let records = baton.records();
-            let refusals: Vec<_> = records
-                .into_iter()
-                .filter(|r| {
-                    r["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("new epoch refused"))
-                })
-                .collect();
-            (refusals.len() > n).then(|| refusals[n].clone())
-        });
-        let message = refused["message"].as_str().unwrap();
+        let refused = eventually(what, START, || baton.refusals().get(n).cloned());
+        let error = refusal_error(&refused);
         assert_eq!(refused["reason"], json!("cert"), "{what}: {refused}");
-        assert!(message.contains(needle), "{what}: {message}");
+        assert!(error.contains(needle), "{what}: {error}");
         assert_eq!(
             served_serial(port).as_deref(),
             Some("1111"),
             "{what}: old epoch must serve"
         );
-        let (_, epochs) = http(status, "GET", "/epochs").unwrap();
+        let failures = json!(n + 1);
+        let epochs = baton.wait_epochs(what, |e| e["restart_failures"]["cert"] == failures);
+        let last_error = epochs["last_error"].as_str().unwrap_or_default();
         assert!(
-            epochs.contains(needle),
+            last_error.contains(needle),
             "{what}: last error not in /epochs: {epochs}"
         );
+        baton.assert_only_serving(0);
     }
     assert!(baton
         .find("epoch started", &[("epoch", json!(1))])
@@ -324,8 +312,9 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     baton.wait_serving(1, START);
     wait_serial(port, "2222");
     let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
-    assert!(
-        metrics.contains("baton_restart_failures_total{reason=\"cert\"} 3"),
+    assert_eq!(
+        prometheus_sample(&metrics, "baton_restart_failures_total{reason=\"cert\"}"),
+        Some(3.0),
         "{metrics}"
     );
     baton.signal(Signal::SIGTERM);
@@ -343,7 +332,6 @@ fn no_request_fails_across_five_certificate_rotations() {
     let mut secret = Secret::new(setup.path("secret"), &pairs[0].0, &pairs[0].1);
     let cert_arg = secret.cert_arg();
     let (mut baton, _upstream, port) = setup.start("standalone", &["--cert", &cert_arg]);
-    baton.wait_serving(0, START);
     // wrk speaks TLS; bounded by its duration.
     let wrk = Command::new("wrk")
         .args(["-t1", "-c8", "-d14s", &format!("https://127.0.0.1:{port}/")])

@@ -57,25 +57,26 @@ fn value_of(samples: &[Value], name: &str) -> Option<i64> {
 #[test]
 fn child_counters_add_up_exactly_across_twenty_hot_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, status) = (free_port(), free_port());
     let proxy = counting_proxy();
-    let args: Vec<String> = [
-        "run",
-        "--listen",
-        &format!("http=tcp://127.0.0.1:{port}"),
-        "--status-addr",
-        &format!("127.0.0.1:{status}"),
-        "--ready",
-        "delay:150ms",
-        "--parent-shutdown-duration",
-        "5s",
-        "--",
-        proxy.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut baton = Baton::start(dir, &args);
+    let mut baton = Baton::start_listening(dir, &[], |ports| {
+        [
+            "run",
+            "--listen",
+            "http=tcp://127.0.0.1:0",
+            "--status-addr",
+            &format!("127.0.0.1:{}", ports.status),
+            "--ready",
+            "delay:150ms",
+            "--parent-shutdown-duration",
+            "5s",
+            "--",
+            proxy.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    let (port, status) = (baton.listener_port("http"), baton.status_port);
     baton.wait_serving(0, START);
     let tally = hot_restarts_under_load(&mut baton, port, 20, 100);
     assert_eq!(tally.errors, 0, "{:?}", tally.samples);
@@ -106,7 +107,6 @@ fn child_counters_add_up_exactly_across_twenty_hot_restarts() {
 fn envoy_counters_carry_across_twenty_hot_restarts_exactly() {
     let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
     let status = baton.status_port;
-    baton.wait_serving(0, START);
     let tally = hot_restarts_under_load(&mut baton, port, 20, 100);
     assert_eq!(tally.errors, 0, "{:?}", tally.samples);
     let addr = format!("127.0.0.1:{status}");
@@ -130,8 +130,11 @@ fn envoy_counters_carry_across_twenty_hot_restarts_exactly() {
     );
     assert_eq!(carried, tally.ok);
     let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
-    let line = format!("envoy_http_ingress_http_downstream_rq_total {carried}");
-    assert!(metrics.contains(&line), "{line} missing");
+    assert_eq!(
+        prometheus_sample(&metrics, "envoy_http_ingress_http_downstream_rq_total"),
+        Some(carried as f64),
+        "{metrics}"
+    );
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }

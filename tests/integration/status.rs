@@ -48,12 +48,20 @@ fn ready(port: u16) -> Result<(u16, String), String> {
 fn readiness_is_503_while_starting_then_200_and_stays_200_through_a_restart() {
     let setup = EnvoySetup::new();
     let wrapper = slow_envoy(&setup, "0.5");
-    let mut args = setup.args("standalone", &[]);
-    let at = args.iter().position(|a| a == "--envoy-binary").unwrap();
-    args[at + 1] = wrapper;
-    let status = setup.status_port;
-    let mut baton = Baton::start(setup.dir, &args);
-    let (code, body) = eventually("status server up", START, || ready(status).ok());
+    // The first answer of the status server, while Envoy is not even started.
+    let (mut baton, _upstream, _port, (code, body)) = setup.start_with(
+        |setup, ports| {
+            let mut args = setup.args(ports, "standalone", &[]);
+            let at = args.iter().position(|a| a == "--envoy-binary").unwrap();
+            args[at + 1] = wrapper.clone();
+            args
+        },
+        |baton| {
+            let status = baton.status_port;
+            eventually("status server up", START, || ready(status).ok())
+        },
+    );
+    let status = baton.status_port;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("starting"), "{body}");
     eventually("ready", START, || {
@@ -92,7 +100,6 @@ fn readiness_is_503_while_starting_then_200_and_stays_200_through_a_restart() {
 fn epochs_endpoint_reflects_a_hot_restart() {
     let (mut baton, _upstream, _port) = EnvoySetup::new().start("standalone", &[]);
     let status = baton.status_port;
-    baton.wait_serving(0, START);
     let (code, body) = http(status, "POST", "/restart").unwrap();
     assert_eq!(code, 202);
     let reply: Value = serde_json::from_str(&body).unwrap();
@@ -122,7 +129,14 @@ fn epochs_endpoint_reflects_a_hot_restart() {
     let (code, out, err) =
         baton_client(&["status", "--status-addr", &format!("127.0.0.1:{status}")]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("serving"), "{out}");
+    // Its table has a row for epoch 1 that says it serves.
+    assert!(
+        out.lines().any(|row| {
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            cells.first() == Some(&"1") && cells.contains(&"serving")
+        }),
+        "{out}"
+    );
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }
@@ -131,7 +145,6 @@ fn epochs_endpoint_reflects_a_hot_restart() {
 fn restart_request_and_sighup_together_give_one_restart() {
     let (mut baton, _upstream, _port) = EnvoySetup::new().start("standalone", &[]);
     let status = baton.status_port;
-    baton.wait_serving(0, START);
     baton.signal(Signal::SIGHUP);
     let (code, _) = http(status, "POST", "/restart").unwrap();
     assert_eq!(code, 202);
@@ -154,12 +167,19 @@ fn restart_request_and_sighup_together_give_one_restart() {
 #[test]
 fn prometheus_endpoint_merges_baton_and_envoy_metrics() {
     let (mut baton, _upstream, _port) = EnvoySetup::new().start("standalone", &[]);
-    baton.wait_serving(0, START);
     let (code, body) = http(baton.status_port, "GET", "/stats/prometheus").unwrap();
     assert_eq!(code, 200);
-    for needle in ["baton_restarts_total", "baton_ready 1", "envoy_server_live"] {
-        assert!(body.contains(needle), "{needle} missing from:\n{body}");
-    }
+    assert_eq!(
+        prometheus_sample(&body, "baton_restarts_total"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(prometheus_sample(&body, "baton_ready"), Some(1.0), "{body}");
+    assert_eq!(
+        prometheus_sample(&body, "envoy_server_live"),
+        Some(1.0),
+        "{body}"
+    );
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }
@@ -168,7 +188,6 @@ fn prometheus_endpoint_merges_baton_and_envoy_metrics() {
 fn drain_makes_baton_unready_and_quitquitquit_shuts_it_down() {
     let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
     let status = baton.status_port;
-    baton.wait_serving(0, START);
     let (code, body) = http(status, "POST", "/drain").unwrap();
     assert_eq!(code, 202, "{body}");
     let (code, body) = ready(status).unwrap();
@@ -183,14 +202,22 @@ fn drain_makes_baton_unready_and_quitquitquit_shuts_it_down() {
 
 #[test]
 fn baton_wait_returns_0_once_ready_and_1_on_timeout() {
-    let setup = EnvoySetup::new();
-    let status = setup.status_port;
-    let (mut baton, _upstream, _port) = setup.start("standalone", &[]);
-    let addr = format!("127.0.0.1:{status}");
-    let (code, out, err) = baton_client(&["wait", "--status-addr", &addr, "--timeout", "30s"]);
+    // `baton wait` from the start, and what /epochs said the moment it returned.
+    let (mut baton, _upstream, _port, ((code, out, err), epochs)) = EnvoySetup::new().start_with(
+        |setup, ports| setup.args(ports, "standalone", &[]),
+        |baton| {
+            let addr = format!("127.0.0.1:{}", baton.status_port);
+            let waited = baton_client(&["wait", "--status-addr", &addr, "--timeout", "30s"]);
+            (waited, baton.epochs())
+        },
+    );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(baton.find("serving", &[("epoch", json!(0))]).is_some());
-    let nobody = format!("127.0.0.1:{}", free_port());
+    assert_eq!(epochs["readiness"]["status"], json!("ready"), "{epochs}");
+    assert_eq!(epochs_in(&epochs, "serving"), vec![0], "{epochs}");
+    assert!(baton.find(SERVING, &[("epoch", json!(0))]).is_some());
+    // Bound and never listening: connections are refused for as long as it is held.
+    let closed = ClosedPort::new();
+    let nobody = closed.addr();
     let (code, _, err) = baton_client(&["wait", "--status-addr", &nobody, "--timeout", "300ms"]);
     assert_eq!(code, 1, "{err}");
     let (code, _, err) = baton_client(&["restart", "--status-addr", &nobody]);
