@@ -52,6 +52,12 @@ pub(super) fn log(report: &Report) {
             serving = serving.map(i64::from).unwrap_or(-1),
             "draining on request: readiness is 503 from now on; no epoch starts until shutdown"
         ),
+        Report::HandedOverEarly { epoch, child } => tracing::warn!(
+            epoch,
+            child,
+            "the serving epoch was terminated by its child before the child was seen ready \
+             (--parent-shutdown-duration is short for this start time); epoch {child} takes over"
+        ),
         Report::GivingUp { code, why } => {
             tracing::error!(code, "baton gives up: {why}")
         }

@@ -65,6 +65,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         drain_period: timing.drain_period(),
         parent_shutdown: timing.parent_shutdown,
         max_draining: defaults::MAX_DRAINING,
+        drain_signal: nix::sys::signal::Signal::SIGTERM as i32,
     };
     let supervision = supervision(
         &args.supervision,

@@ -62,6 +62,7 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
             .parent_shutdown_duration
             .unwrap_or(defaults::PARENT_SHUTDOWN_DURATION),
         max_draining: args.max_draining,
+        drain_signal: drain_signal.map_or(Signal::SIGTERM as i32, |s| s as i32),
     };
     let supervision = supervision(
         s,

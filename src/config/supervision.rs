@@ -47,6 +47,8 @@ pub(super) struct Handover {
     pub parent_shutdown: Duration,
     /// Old epochs draining at once (generic driver).
     pub max_draining: usize,
+    /// The signal that asks an epoch to drain.
+    pub drain_signal: i32,
 }
 
 /// Validate the timing flags and build the supervision settings.
@@ -105,5 +107,6 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
             .exit_on_zero_active_connections
             .then(|| ms(drain.minimum_drain_duration)),
         kill_grace: ms(defaults::KILL_GRACE),
+        drain_signal: handover.drain_signal,
     }
 }

@@ -65,6 +65,9 @@ pub enum Report {
     /// baton gives up and exits with `code`: the epoch that failed never served,
     /// or the crash budget ran out.
     GivingUp { code: i32, why: String },
+    /// Envoy: the serving epoch was terminated by its starting child before baton
+    /// saw the child ready; the child takes over when it is.
+    HandedOverEarly { epoch: u32, child: u32 },
     /// The serving epoch died.
     Crashed {
         epoch: u32,

@@ -58,4 +58,7 @@ pub struct Policy {
     pub exit_on_zero_after: Option<Millis>,
     /// How long after SIGTERM a process gets before SIGKILL.
     pub kill_grace: Millis,
+    /// The signal that asks an epoch to drain (generic: `--drain-signal`; Envoy:
+    /// SIGTERM). An epoch that leaves by it during shutdown leaves cleanly.
+    pub drain_signal: i32,
 }

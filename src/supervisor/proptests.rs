@@ -102,6 +102,7 @@ fn a_policy() -> impl Strategy<Value = Policy> {
             termination_drain: 5_000,
             exit_on_zero_after: exit_on_zero.then_some(2_000),
             kill_grace: 5_000,
+            drain_signal: 10,
         },
     )
 }

@@ -37,7 +37,7 @@ pub(super) fn on_exited(
 
     if !state.supervising() {
         if state.serving_at_shutdown == Some(epoch) {
-            state.exit_code = Some(shutdown_exit_code(status));
+            state.exit_code = Some(shutdown_exit_code(status, state.policy.drain_signal));
         }
         shutdown::finish_if_empty(state, out);
         return;
@@ -58,6 +58,19 @@ pub(super) fn on_exited(
         }
         // It was asked to drain (a preStop hook): leaving is what it should do.
         Phase::Serving if state.stage == Stage::Drained => {}
+        // Envoy: its child terminated it (`--parent-shutdown-time-s` ran out before
+        // baton saw the child ready). The child holds the listeners: a handover, not
+        // a crash.
+        Phase::Serving if terminated_by_its_child(state, &gone, status) => {
+            out.push(Action::Report(Report::HandedOverEarly {
+                epoch,
+                child: state
+                    .epochs
+                    .iter()
+                    .find(|e| e.chain == gone.chain && e.phase == Phase::Starting)
+                    .map_or(epoch, |e| e.number),
+            }));
+        }
         Phase::Serving => on_crash(state, gone, status, now, out),
         Phase::Failing => {
             chain::repair_or_abandon(state, gone.chain, out);
@@ -67,12 +80,26 @@ pub(super) fn on_exited(
     }
 }
 
-/// A clean stop of the serving epoch is the SIGTERM baton sent it.
-fn shutdown_exit_code(status: ProcessExit) -> i32 {
+/// A clean stop of the serving epoch is the SIGTERM or drain signal baton sent it,
+/// whether the process died of it or reported it as 128+n (a master process passing
+/// on its worker's end, as HAProxy's does).
+fn shutdown_exit_code(status: ProcessExit, drain_signal: i32) -> i32 {
+    let clean = [SIGTERM, drain_signal];
     match status {
-        ProcessExit::Signal(SIGTERM) => exit::OK,
+        ProcessExit::Signal(n) if clean.contains(&n) => exit::OK,
+        ProcessExit::Code(c) if clean.iter().any(|&n| c == exit::signalled(n)) => exit::OK,
         other => other.exit_code(),
     }
+}
+
+fn terminated_by_its_child(state: &State, gone: &Epoch, status: ProcessExit) -> bool {
+    state.policy.driver == super::DriverKind::Envoy
+        && status == ProcessExit::Code(0)
+        && state.epochs.iter().any(|e| {
+            e.chain == gone.chain
+                && e.phase == Phase::Starting
+                && e.restart_epoch > gone.restart_epoch
+        })
 }
 
 fn on_crash(

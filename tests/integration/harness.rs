@@ -416,6 +416,14 @@ impl Baton {
         }
     }
 
+    /// Start `baton ARGS` once, with no retry and no wait: for tests of what baton does
+    /// when it cannot come up (a port it needs is taken, a file is missing).
+    pub fn launch(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Baton {
+        let mut baton = Baton::spawn(dir.path(), args, env);
+        baton.dir = Some(dir);
+        baton
+    }
+
     /// Start baton in `root` with `args(&mut ports)` for freshly chosen [`Ports`]
     /// (`args` may change them, e.g. to a port a test holds), until `up` says it came
     /// up: `Ok`, or `Err(line)` when the log shows that a chosen port was taken

@@ -38,6 +38,14 @@ fn giving_up(baton: &Baton) -> Value {
         .expect("a 'baton gives up' record")
 }
 
+/// `args` with the status server off: a test of a failing start needs no status
+/// port that another process could take meanwhile.
+fn status_off(mut args: Vec<String>) -> Vec<String> {
+    let at = args.iter().position(|a| a == "--status-addr").unwrap();
+    args[at + 1] = "off".into();
+    args
+}
+
 /// A start-up failure is not a crash loop: one epoch started, none crashed.
 fn assert_no_retry(baton: &Baton) {
     assert_eq!(baton.count("epoch started", &[]), 1, "retried");
@@ -51,8 +59,11 @@ fn assert_no_retry(baton: &Baton) {
 #[test]
 fn envoy_listener_port_in_use_ends_baton_at_once_naming_the_address() {
     let setup = EnvoySetup::new();
-    let taken = TcpListener::bind(("127.0.0.1", setup.listen_port)).unwrap();
-    let (mut baton, _upstream, port) = setup.start("standalone", &[]);
+    let ports = Ports::choose();
+    let taken = TcpListener::bind(("127.0.0.1", ports.listen)).unwrap();
+    let port = ports.listen;
+    let args = status_off(setup.args(&ports, "standalone", &[]));
+    let mut baton = Baton::launch(setup.dir, &args, &[]);
     assert_eq!(baton.wait_exit(START), Some(1));
     let record = giving_up(&baton);
     let message = record["message"].as_str().unwrap();
@@ -68,9 +79,11 @@ fn envoy_listener_port_in_use_ends_baton_at_once_naming_the_address() {
 #[test]
 fn envoy_admin_port_in_use_ends_baton_at_once_naming_the_address() {
     let setup = EnvoySetup::new();
-    let taken = TcpListener::bind(("127.0.0.1", setup.admin_port)).unwrap();
-    let admin = setup.admin_port;
-    let (mut baton, _upstream, _port) = setup.start("standalone", &[]);
+    let ports = Ports::choose();
+    let taken = TcpListener::bind(("127.0.0.1", ports.admin)).unwrap();
+    let admin = ports.admin;
+    let args = status_off(setup.args(&ports, "standalone", &[]));
+    let mut baton = Baton::launch(setup.dir, &args, &[]);
     assert_eq!(baton.wait_exit(START), Some(1));
     let message = giving_up(&baton)["message"].as_str().unwrap().to_string();
     assert!(message.contains(&admin.to_string()), "{message}");
@@ -95,7 +108,7 @@ fn a_missing_command_under_baton_run_exits_127_naming_its_path() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut baton = Baton::start(dir, &args);
+    let mut baton = Baton::launch(dir, &args, &[]);
     assert_eq!(baton.wait_exit(START), Some(127));
     let message = giving_up(&baton)["message"].as_str().unwrap().to_string();
     assert!(message.contains("/nonexistent/proxy-binary"), "{message}");
@@ -106,7 +119,12 @@ fn a_missing_command_under_baton_run_exits_127_naming_its_path() {
 fn a_missing_template_exits_78_at_once_naming_it() {
     let setup = EnvoySetup::new();
     let typo = setup.path("typo.json");
-    let (mut baton, _upstream, _port) = setup.start(typo.to_str().unwrap(), &["--cert-wait", "2m"]);
+    let args = status_off(setup.args(
+        &Ports::choose(),
+        typo.to_str().unwrap(),
+        &["--cert-wait", "2m"],
+    ));
+    let mut baton = Baton::launch(setup.dir, &args, &[]);
     assert_eq!(baton.wait_exit(START), Some(78));
     let message = giving_up(&baton)["message"].as_str().unwrap().to_string();
     assert!(message.contains("typo.json"), "{message}");
@@ -126,8 +144,12 @@ fn a_missing_certificate_is_waited_for_saying_what_is_awaited() {
     let setup = EnvoySetup::new();
     let (cert, key) = (setup.path("tls.crt"), setup.path("tls.key"));
     let pair = format!("{}:{}", cert.display(), key.display());
-    let (mut baton, _upstream, _port) =
-        setup.start("standalone", &["--cert", &pair, "--cert-wait", "300ms"]);
+    let args = status_off(setup.args(
+        &Ports::choose(),
+        "standalone",
+        &["--cert", &pair, "--cert-wait", "300ms"],
+    ));
+    let mut baton = Baton::launch(setup.dir, &args, &[]);
     assert_eq!(baton.wait_exit(START), Some(78));
     let waiting = baton
         .find(
@@ -174,25 +196,26 @@ fn json_logs_are_one_object_per_line_including_the_proxys_own_output() {
 #[test]
 fn sigterm_with_exit_on_zero_connections_ends_as_soon_as_envoy_is_idle() {
     // The termination drain bound is long: only the idle check can end it early.
-    let setup = EnvoySetup::new();
-    let mut args = setup.args(
-        "standalone",
-        &[
-            "--exit-on-zero-active-connections",
-            "--minimum-drain-duration",
-            "500ms",
-        ],
+    let (mut baton, _upstream, port, ()) = EnvoySetup::new().start_with(
+        |setup, ports| {
+            let mut args = setup.args(
+                ports,
+                "standalone",
+                &[
+                    "--exit-on-zero-active-connections",
+                    "--minimum-drain-duration",
+                    "500ms",
+                ],
+            );
+            let at = args
+                .iter()
+                .position(|a| a == "--termination-drain-duration")
+                .unwrap();
+            args[at + 1] = "2m".into();
+            args
+        },
+        |_| (),
     );
-    let at = args
-        .iter()
-        .position(|a| a == "--termination-drain-duration")
-        .unwrap();
-    args[at + 1] = "2m".into();
-    let (port, status) = (setup.listen_port, setup.status_port);
-    let _upstream = setup.upstream;
-    let mut baton = Baton::start(setup.dir, &args);
-    baton.status_port = status;
-    baton.wait_serving(0, START);
     assert_eq!(get(port), Ok(200));
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(Duration::from_secs(60)), Some(0));
@@ -244,34 +267,34 @@ fn drain_durations_istio_accepts_start_with_a_flush_that_fits() {
 fn a_drained_haproxy_keeps_serving_with_no_signal_and_no_crash_until_sigterm() {
     let upstream = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
-    let (port, status) = (free_port(), free_port());
     let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/haproxy/haproxy.cfg");
-    let cfg = cfg.to_str().unwrap();
-    let status_addr = format!("127.0.0.1:{status}");
-    let args: Vec<String> = [
-        "run",
-        "--listen",
-        &format!("http=tcp://127.0.0.1:{port}"),
-        "--status-addr",
-        &status_addr,
-        "--ready",
-        "notify",
-        "--drain-signal",
-        "SIGUSR1",
-        "--termination-drain-duration",
-        "5s",
-        "--",
-        "haproxy",
-        "-Ws",
-        "-f",
-        cfg,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let cfg = cfg.to_str().unwrap().to_string();
     let upstream_addr = upstream.addr();
-    let mut baton = Baton::start_with_env(dir, &args, &[("UPSTREAM", &upstream_addr)]);
-    baton.status_port = status;
+    let mut baton = Baton::start_listening(dir, &[("UPSTREAM", &upstream_addr)], |ports| {
+        [
+            "run",
+            "--listen",
+            "http=tcp://127.0.0.1:0",
+            "--status-addr",
+            &format!("127.0.0.1:{}", ports.status),
+            "--ready",
+            "notify",
+            "--drain-signal",
+            "SIGUSR1",
+            "--termination-drain-duration",
+            "5s",
+            "--",
+            "haproxy",
+            "-Ws",
+            "-f",
+            &cfg,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    let (port, status) = (baton.listener_port("http"), baton.status_port);
+    let status_addr = format!("127.0.0.1:{status}");
     baton.wait_serving(0, START);
 
     let (code, out, err) = client(&["drain", "--status-addr", &status_addr]);

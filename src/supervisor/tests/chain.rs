@@ -119,3 +119,42 @@ fn a_repair_answer_for_another_chain_or_none_in_progress_is_ignored() {
     sim.step(E::RestartRequested(Trigger::Signal));
     assert_eq!(sim.step(passed(1)), vec![launch(1, 0, 1)]);
 }
+
+#[test]
+fn a_parent_terminated_by_its_starting_child_is_a_handover_not_a_crash() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        passed(1),
+        E::Spawned { epoch: 1, pid: 101 },
+    ]);
+    // --parent-shutdown-duration ran out before baton saw epoch 1 ready.
+    let gone = sim.step(exited(0, 0));
+    assert!(
+        gone.contains(&A::Report(Report::HandedOverEarly { epoch: 0, child: 1 })),
+        "{gone:?}"
+    );
+    assert!(!has_preflight(&gone), "no recovery restart: {gone:?}");
+    assert_eq!(sim.s.counts().crashes, 0);
+    let ready = sim.step(E::Ready { epoch: 1 });
+    assert!(
+        ready.contains(&A::Report(Report::Serving {
+            epoch: 1,
+            pid: 101,
+            replaced: vec![],
+            trigger: Some(Trigger::Signal),
+            restart_ms: 0,
+            startup_ms: 0,
+        })),
+        "{ready:?}"
+    );
+    // A crash of the parent (not exit 0) stays a crash.
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.run(vec![
+        E::RestartRequested(Trigger::Signal),
+        passed(1),
+        E::Spawned { epoch: 1, pid: 101 },
+    ]);
+    sim.step(killed(0, 11));
+    assert_eq!(sim.s.counts().crashes, 1);
+}

@@ -26,6 +26,7 @@ pub(super) fn policy(driver: DriverKind) -> Policy {
         termination_drain: 5_000,
         exit_on_zero_after: None,
         kill_grace: 5_000,
+        drain_signal: 10,
     }
 }
 

@@ -201,3 +201,25 @@ fn exit_on_zero_connections_watches_after_the_minimum_drain() {
     assert_eq!(sim.step(E::ShutdownDrainElapsed), vec![]);
     assert_eq!(sim.step(killed(0, 15)).last(), Some(&A::Exit { code: 0 }));
 }
+
+#[test]
+fn a_generic_proxy_leaving_by_its_drain_signal_at_shutdown_exits_0() {
+    // HAProxy's master reports its worker's death by SIGUSR1 (10) as 138.
+    for status in [
+        ProcessExit::Code(138),
+        ProcessExit::Signal(10),
+        ProcessExit::Code(143),
+    ] {
+        let mut sim = Sim::serving(DriverKind::Generic);
+        sim.step(E::ShutdownRequested);
+        let exit = sim.step(E::Exited {
+            epoch: 0,
+            status,
+            last_words: None,
+        });
+        assert_eq!(exit.last(), Some(&A::Exit { code: 0 }), "{status}");
+    }
+    let mut sim = Sim::serving(DriverKind::Generic);
+    sim.step(E::ShutdownRequested);
+    assert_eq!(sim.step(exited(0, 3)).last(), Some(&A::Exit { code: 3 }));
+}
