@@ -88,7 +88,7 @@ impl<P: Proxy> Shell<P> {
     /// Carry out one action. `Some(code)` means: leave with this exit code.
     pub fn execute(&mut self, action: Action) -> Option<i32> {
         match action {
-            Action::Preflight { epoch } => self.preflight(epoch),
+            Action::Preflight { epoch, trusted } => self.preflight(epoch, trusted),
             Action::Spawn(launch) => self.spawn(launch),
             Action::WatchReady { epoch, pid } => self.watch_ready(epoch, pid),
             Action::Drain { epoch, pid } => self.proxy.drain(epoch, pid),
@@ -144,11 +144,11 @@ impl<P: Proxy> Shell<P> {
         None
     }
 
-    fn preflight(&mut self, epoch: u32) {
+    fn preflight(&mut self, epoch: u32, trusted: Vec<String>) {
         let proxy = self.proxy.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let event = match proxy.preflight(epoch).await {
+            let event = match proxy.preflight(epoch, &trusted).await {
                 Ok(prepared) => {
                     for note in &prepared.notes {
                         tracing::info!(epoch, "{note}");

@@ -141,7 +141,7 @@ impl Proxy for GenericProxy {
         DriverKind::Generic
     }
 
-    async fn preflight(&self, epoch: u32) -> Result<Prepared, PreflightError> {
+    async fn preflight(&self, epoch: u32, _trusted: &[String]) -> Result<Prepared, PreflightError> {
         let notes = check_certs(&self.settings.certs)?;
         if let Some(command) = &self.settings.preflight {
             run_shell(&self.reaper, &self.listeners, epoch, command, "--preflight")

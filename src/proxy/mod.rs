@@ -78,10 +78,12 @@ pub trait Proxy: Send + Sync + 'static {
     fn kind(&self) -> DriverKind;
 
     /// Check and produce everything epoch `epoch` needs, without touching any running
-    /// epoch.
+    /// epoch. A configuration whose digest is in `trusted` already served: the
+    /// proxy's own validation of it may be skipped (every other check runs).
     fn preflight(
         &self,
         epoch: u32,
+        trusted: &[String],
     ) -> impl Future<Output = Result<Prepared, PreflightError>> + Send;
 
     /// The command line of one epoch; `Err` if it cannot be built (the epoch fails to

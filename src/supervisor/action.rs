@@ -98,8 +98,10 @@ pub enum Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Render and validate the configuration of `epoch`, then answer
-    /// `PreflightPassed` or `PreflightFailed`.
-    Preflight { epoch: u32 },
+    /// `PreflightPassed` or `PreflightFailed`. `trusted`: digests of configurations
+    /// that already reached serving; one of them again needs no proxy validation
+    /// (every other check still runs).
+    Preflight { epoch: u32, trusted: Vec<String> },
     /// Start the process; answer `Spawned` or `SpawnFailed`, and later `Exited`.
     Spawn(Launch),
     /// Watch readiness of the started epoch, bounded by `--ready-timeout`; answer

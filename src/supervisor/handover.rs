@@ -25,6 +25,8 @@ pub(super) fn on_ready(state: &mut State, epoch: u32, now: Millis, out: &mut Vec
     let trigger = e.trigger;
     let restart_ms = now.saturating_sub(e.requested_at);
     let startup_ms = now.saturating_sub(e.spawned_at.unwrap_or(now));
+    let digest = e.config_digest.clone();
+    state.trust(digest);
     state.ever_served = true;
     state.last_error = None;
 

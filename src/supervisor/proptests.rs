@@ -158,7 +158,7 @@ impl World {
     fn carry_out(&mut self, action: Action) -> Result<(), TestCaseError> {
         prop_assert!(self.exit.is_none(), "{action:?} after Exit");
         match action {
-            Action::Preflight { epoch } => self.preflights.push(epoch),
+            Action::Preflight { epoch, .. } => self.preflights.push(epoch),
             Action::Spawn(launch) => self.spawns.push(launch),
             Action::WatchReady { epoch, pid } => {
                 let p = self.procs.iter_mut().find(|p| p.pid == pid);

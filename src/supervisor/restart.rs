@@ -80,9 +80,9 @@ pub(super) fn resume(state: &mut State, now: Millis, out: &mut Vec<Action>) {
     begin(state, cause, now, out);
 }
 
-/// A new epoch starts preparing. A triggered one first waits the gather window, so
-/// that companion triggers join it; the first epoch and recoveries read their
-/// inputs at once.
+/// A new epoch starts preparing. One asked for by a signal or the API first waits
+/// the gather window, so that companion triggers join it; the first epoch,
+/// recoveries and file triggers (debounced already) read their inputs at once.
 pub(super) fn begin(state: &mut State, cause: Option<Pending>, now: Millis, out: &mut Vec<Action>) {
     let epoch = state.next_epoch;
     let trigger = cause.map(|c| c.trigger);
@@ -91,7 +91,8 @@ pub(super) fn begin(state: &mut State, cause: Option<Pending>, now: Millis, out:
         .epochs
         .push(Epoch::preparing(epoch, state.chain, trigger, since));
     out.push(Action::Report(Report::RestartStarted { epoch, trigger }));
-    if trigger.is_some() && state.policy.gather > 0 {
+    let gathers = matches!(trigger, Some(Trigger::Signal | Trigger::Api));
+    if gathers && state.policy.gather > 0 {
         out.push(Action::Schedule {
             after: state.policy.gather,
             event: Event::GatherElapsed { epoch },
@@ -111,7 +112,10 @@ fn read_inputs(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
     let e = &mut state.epochs[i];
     if e.phase == Phase::Preparing && !e.inputs_read {
         e.inputs_read = true;
-        out.push(Action::Preflight { epoch });
+        out.push(Action::Preflight {
+            epoch,
+            trusted: state.served_digests.iter().cloned().collect(),
+        });
     }
 }
 

@@ -85,7 +85,12 @@ pub struct State {
     pub(super) exit_code: Option<i32>,
     pub(super) last_error: Option<String>,
     pub(super) counts: Counts,
+    /// Digests of the last [`TRUSTED`] configurations that reached serving.
+    pub(super) served_digests: VecDeque<String>,
 }
+
+/// Configurations remembered as having served.
+pub const TRUSTED: usize = 8;
 
 impl State {
     /// A supervisor that has not started anything yet; send it `Event::Start`.
@@ -107,6 +112,7 @@ impl State {
             exit_code: None,
             last_error: None,
             counts: Counts::default(),
+            served_digests: VecDeque::new(),
         }
     }
 
@@ -207,6 +213,16 @@ impl State {
     pub(super) fn defer(&mut self, trigger: Trigger, now: Millis) {
         let since = self.pending.map_or(now, |p| p.since);
         self.pending = Some(Pending { trigger, since });
+    }
+
+    /// Remember that a configuration reached serving.
+    pub(super) fn trust(&mut self, digest: Option<String>) {
+        let Some(digest) = digest else { return };
+        self.served_digests.retain(|d| *d != digest);
+        self.served_digests.push_back(digest);
+        while self.served_digests.len() > TRUSTED {
+            self.served_digests.pop_front();
+        }
     }
 
     /// Move an epoch whose process ended into the history.

@@ -100,6 +100,15 @@ pub(super) fn started(epoch: u32, trigger: Option<Trigger>) -> Action {
     A::Report(Report::RestartStarted { epoch, trigger })
 }
 
+/// The preflight of `epoch`, with no configuration trusted yet (the tests' epochs
+/// have no digest unless they say so).
+pub(super) fn preflight(epoch: u32) -> Action {
+    A::Preflight {
+        epoch,
+        trusted: vec![],
+    }
+}
+
 pub(super) fn passed(epoch: u32) -> Event {
     E::PreflightPassed {
         epoch,

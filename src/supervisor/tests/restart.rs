@@ -6,10 +6,7 @@ use super::*;
 #[test]
 fn startup_prepares_spawns_watches_and_serves_epoch_zero() {
     let mut sim = Sim::new(policy(DriverKind::Envoy));
-    assert_eq!(
-        sim.step(E::Start),
-        vec![started(0, None), A::Preflight { epoch: 0 }]
-    );
+    assert_eq!(sim.step(E::Start), vec![started(0, None), preflight(0)]);
     assert_eq!(sim.step(passed(0)), vec![launch(0, 0, 0)]);
     assert_eq!(
         sim.at(1, E::Spawned { epoch: 0, pid: 100 }),
@@ -34,7 +31,7 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
     let mut sim = Sim::serving(DriverKind::Envoy);
     assert_eq!(
         sim.at(20, E::RestartRequested(Trigger::Signal)),
-        vec![started(1, Some(Trigger::Signal)), A::Preflight { epoch: 1 }]
+        vec![started(1, Some(Trigger::Signal)), preflight(1)]
     );
     assert_eq!(sim.step(passed(1)), vec![launch(1, 0, 1)]);
     sim.at(25, E::Spawned { epoch: 1, pid: 101 });
@@ -114,7 +111,7 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
     );
     assert_eq!(
         sim.at(125, E::GatherElapsed { epoch: 1 }),
-        vec![A::Preflight { epoch: 1 }]
+        vec![preflight(1)]
     );
     // From now on the inputs are read: a trigger needs a follow-up.
     assert_eq!(
@@ -128,10 +125,7 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
         gather: 25,
         ..policy(DriverKind::Envoy)
     });
-    assert_eq!(
-        fresh.step(E::Start).last(),
-        Some(&A::Preflight { epoch: 0 })
-    );
+    assert_eq!(fresh.step(E::Start).last(), Some(&preflight(0)));
 }
 
 #[test]
@@ -167,10 +161,7 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
     });
     assert_eq!(
         actions,
-        vec![
-            started(2, Some(Trigger::FileChange)),
-            A::Preflight { epoch: 2 }
-        ]
+        vec![started(2, Some(Trigger::FileChange)), preflight(2)]
     );
     // Its duration counts from the first trigger it answers.
     let ready = sim.bring_up(2, 102, 400);
@@ -202,10 +193,7 @@ fn envoy_restart_while_the_old_epoch_drains_waits_for_its_drain_period() {
     );
     assert_eq!(
         sim.step(E::DrainSettled { epoch: 0 }),
-        vec![
-            started(2, Some(Trigger::FileChange)),
-            A::Preflight { epoch: 2 }
-        ]
+        vec![started(2, Some(Trigger::FileChange)), preflight(2)]
     );
 }
 
@@ -216,7 +204,7 @@ fn deferred_restart_starts_when_the_draining_epoch_exits_early() {
     sim.bring_up(1, 101, 20);
     sim.step(E::RestartRequested(Trigger::Api));
     let actions = sim.at(30, exited(0, 0));
-    assert_eq!(actions.last(), Some(&A::Preflight { epoch: 2 }));
+    assert_eq!(actions.last(), Some(&preflight(2)));
 }
 
 #[test]
@@ -230,7 +218,7 @@ fn restart_while_the_previous_epoch_initialises_is_deferred_until_it_is_ready() 
         })]
     );
     let actions = sim.at(5, E::Ready { epoch: 0 });
-    assert_eq!(actions.last(), Some(&A::Preflight { epoch: 1 }));
+    assert_eq!(actions.last(), Some(&preflight(1)));
 }
 
 #[test]
@@ -256,7 +244,7 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
     // The next trigger tries again, with the same epoch number.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)).last(),
-        Some(&A::Preflight { epoch: 1 })
+        Some(&preflight(1))
     );
 }
 
@@ -410,4 +398,57 @@ fn history_keeps_the_last_exited_epochs_only() {
         .s
         .history()
         .all(|e| e.phase == Phase::Exited && e.exit.is_some()));
+}
+
+#[test]
+fn a_configuration_that_served_is_trusted_by_later_preflights() {
+    let mut sim = Sim::new(policy(DriverKind::Envoy));
+    sim.step(E::Start);
+    sim.step(E::PreflightPassed {
+        epoch: 0,
+        config_digest: Some("abc".into()),
+    });
+    // Not yet: it has not served.
+    sim.step(E::Spawned { epoch: 0, pid: 100 });
+    sim.step(E::Ready { epoch: 0 });
+    assert_eq!(
+        sim.step(E::RestartRequested(Trigger::Signal)),
+        vec![
+            started(1, Some(Trigger::Signal)),
+            A::Preflight {
+                epoch: 1,
+                trusted: vec!["abc".into()]
+            }
+        ]
+    );
+    // A configuration that failed to start is never trusted.
+    sim.step(E::PreflightPassed {
+        epoch: 1,
+        config_digest: Some("bad".into()),
+    });
+    sim.step(E::Spawned { epoch: 1, pid: 101 });
+    sim.step(exited(1, 1));
+    sim.step(E::RestartRequested(Trigger::Signal));
+    let retry = sim.step(E::ChainRepaired { chain: 0 });
+    assert!(
+        retry.contains(&A::Preflight {
+            epoch: 2,
+            trusted: vec!["abc".into()]
+        }),
+        "{retry:?}"
+    );
+}
+
+#[test]
+fn file_triggers_were_debounced_already_and_skip_the_gather_window() {
+    let mut sim = Sim::new(Policy {
+        gather: 25,
+        ..policy(DriverKind::Envoy)
+    });
+    sim.step(E::Start);
+    sim.bring_up(0, 100, 10);
+    assert_eq!(
+        sim.step(E::RestartRequested(Trigger::FileChange)),
+        vec![started(1, Some(Trigger::FileChange)), preflight(1)]
+    );
 }
