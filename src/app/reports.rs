@@ -61,6 +61,17 @@ pub(super) fn log(report: &Report) {
         Report::GivingUp { code, why } => {
             tracing::error!(code, "baton gives up: {why}")
         }
+        Report::ParentDied {
+            epoch,
+            status,
+            child,
+        } => tracing::warn!(
+            epoch,
+            %status,
+            child,
+            "a draining epoch died while its child still talked to it; baton answers for it \
+             so the serving epoch does not abort"
+        ),
         Report::Crashed {
             epoch,
             status,

@@ -134,6 +134,18 @@ impl<P: Proxy> Shell<P> {
                     Err(why) => Event::ChainRepairFailed { chain, why },
                 });
             }
+            Action::StandIn {
+                chain,
+                restart_epoch,
+            } => {
+                if let Err(e) = self.proxy.stand_in(chain, restart_epoch) {
+                    tracing::error!(
+                        chain,
+                        restart_epoch,
+                        "cannot stand in for the dead parent; its child may abort: {e}"
+                    );
+                }
+            }
             Action::ReleaseChain { chain } => {
                 tracing::debug!(chain, "releasing hot-restart chain");
                 self.proxy.release_chain(chain);

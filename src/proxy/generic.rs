@@ -251,6 +251,10 @@ impl Proxy for GenericProxy {
 
     fn release_chain(&self, _chain: u32) {}
 
+    fn stand_in(&self, _chain: u32, _restart_epoch: u32) -> Result<(), String> {
+        Err("the generic driver has no hot-restart parent".into())
+    }
+
     fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         None
     }

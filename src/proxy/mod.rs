@@ -120,6 +120,10 @@ pub trait Proxy: Send + Sync + 'static {
     /// Envoy: no epoch of `chain` runs any more.
     fn release_chain(&self, chain: u32);
 
+    /// Envoy: answer the child of the dead epoch at `restart_epoch` of `chain` in its
+    /// place (see `proxy::envoy::stand_in`).
+    fn stand_in(&self, chain: u32, restart_epoch: u32) -> Result<(), String>;
+
     /// Envoy's admin address, whose stats the status server merges.
     fn admin_addr(&self) -> Option<SocketAddr>;
 }

@@ -68,6 +68,13 @@ pub enum Report {
     /// Envoy: the serving epoch was terminated by its starting child before baton
     /// saw the child ready; the child takes over when it is.
     HandedOverEarly { epoch: u32, child: u32 },
+    /// A draining epoch died (killed, out of memory) while its child still needed
+    /// it; baton stands in for it.
+    ParentDied {
+        epoch: u32,
+        status: ProcessExit,
+        child: u32,
+    },
     /// The serving epoch died.
     Crashed {
         epoch: u32,
@@ -134,6 +141,10 @@ pub enum Action {
     /// No epoch of `chain` runs any more: release what the chain held (base id file,
     /// Envoy's shared memory).
     ReleaseChain { chain: u32 },
+    /// Envoy: the draining epoch at `restart_epoch` of `chain` died while its child
+    /// still talks to it (stats requests, then terminate): answer the child in its
+    /// place, so the child does not block and abort on a dead parent.
+    StandIn { chain: u32, restart_epoch: u32 },
     /// Tell the operator.
     Report(Report),
     /// Leave with this exit code.

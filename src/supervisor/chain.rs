@@ -98,6 +98,37 @@ pub(super) fn on_repair_done(
     true
 }
 
+/// Envoy: a draining epoch that did not leave by itself (exit 0 after its child's
+/// terminate request) died while its child still asks it for stats and will ask it
+/// to terminate; answered by nobody, the child's main thread blocks and it aborts
+/// 10 s later. The shell stands in for the dead parent.
+pub(super) fn stand_in_if_needed(
+    state: &State,
+    gone: &super::Epoch,
+    status: super::ProcessExit,
+    out: &mut Vec<Action>,
+) {
+    if state.policy.driver != DriverKind::Envoy || status.success() {
+        return;
+    }
+    let child = state.epochs.iter().find(|e| {
+        e.chain == gone.chain
+            && e.restart_epoch == gone.restart_epoch + 1
+            && matches!(e.phase, Phase::Serving | Phase::Draining)
+    });
+    if let Some(child) = child {
+        out.push(Action::Report(Report::ParentDied {
+            epoch: gone.number,
+            status,
+            child: child.number,
+        }));
+        out.push(Action::StandIn {
+            chain: gone.chain,
+            restart_epoch: gone.restart_epoch,
+        });
+    }
+}
+
 /// An epoch of `chain` exited: when none of the chain runs any more, the shell
 /// releases what it held.
 pub(super) fn on_epoch_gone(state: &mut State, chain: u32, out: &mut Vec<Action>) {

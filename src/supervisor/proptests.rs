@@ -184,6 +184,7 @@ impl World {
             | Action::Forward { .. }
             | Action::Cleanup { .. }
             | Action::ReleaseChain { .. }
+            | Action::StandIn { .. }
             | Action::Report(_) => {}
         }
         Ok(())

@@ -76,6 +76,10 @@ pub(super) fn on_exited(
             chain::repair_or_abandon(state, gone.chain, out);
             restart::resume(state, now, out);
         }
+        Phase::Draining => {
+            chain::stand_in_if_needed(state, &gone, status, out);
+            restart::resume(state, now, out);
+        }
         _ => restart::resume(state, now, out),
     }
 }

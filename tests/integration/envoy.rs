@@ -366,3 +366,77 @@ fn a_listener_port_taken_before_envoy_binds_it_is_retried_with_fresh_ports() {
     assert!(baton.leftovers().is_empty(), "{:?}", baton.leftovers());
     drop(held);
 }
+
+#[test]
+fn a_draining_epoch_killed_like_an_oom_kill_does_not_take_the_serving_one_with_it() {
+    // Long enough that epoch 0 is still draining (its child still talks to it) when
+    // it is killed, and that its child would have aborted within the 15 s that follow.
+    let (mut baton, _upstream, port, ()) = EnvoySetup::new().start_with(
+        |setup, ports| {
+            let mut args = setup.args(ports, "standalone", &[]);
+            for (flag, value) in [
+                ("--drain-duration", "10s"),
+                ("--parent-shutdown-duration", "25s"),
+                ("--stats-flush-interval", "1s"),
+            ] {
+                let at = args.iter().position(|a| a == flag).unwrap();
+                args[at + 1] = value.into();
+            }
+            args
+        },
+        |_| (),
+    );
+    let load = Load::start(port, 4, 2_000_000, Duration::from_secs(120));
+    eventually("load to flow", START, || (load.ok() > 200).then_some(()));
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(1, START);
+    let parent = baton.wait_epochs("epoch 0 draining", |r| epochs_in(r, "draining") == vec![0]);
+    let parent_pid = parent["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["number"] == json!(0))
+        .and_then(|e| e["pid"].as_i64())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(parent_pid as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    baton.wait_for(
+        "a draining epoch died while its child still talked to it; baton answers for it so the serving epoch does not abort",
+        &[("epoch", json!(0)), ("child", json!(1))],
+        START,
+    );
+    // Unanswered, its child would block at its next stats flush and abort ten
+    // seconds later. Answered, it goes on asking for stats (once a second) until its
+    // parent shutdown time, ~20 s after the kill, then terminates the stand-in.
+    let done = baton.wait_for(
+        "the dead parent's child terminated it; stand-in done",
+        &[("restart_epoch", json!(0))],
+        Duration::from_secs(60),
+    );
+    assert!(done["answered"].as_u64().unwrap() >= 10, "{done}");
+    baton.assert_only_serving(1);
+    // The next SIGHUP restarts in the same chain.
+    baton.signal(Signal::SIGHUP);
+    baton.wait_serving(2, START);
+    let tally = load.stop();
+    eprintln!(
+        "draining epoch killed: {} requests, {} failed over the kill, 15 s and a restart",
+        tally.ok, tally.errors
+    );
+    assert_eq!(tally.errors, 0, "failed requests: {:?}", tally.samples);
+    let report = baton.epochs();
+    assert_eq!(report["crashes_total"], json!(0), "{report}");
+    let started = baton.find("epoch started", &[("epoch", json!(2))]).unwrap();
+    assert_eq!(
+        started["chain"],
+        json!(0),
+        "a new chain was needed: {started}"
+    );
+    assert_eq!(started["restart_epoch"], json!(2), "{started}");
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(baton.leftovers().is_empty(), "left {:?}", baton.leftovers());
+}

@@ -15,6 +15,8 @@ use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
 use crate::sys::Reaper;
 
+/// How long past the parent shutdown time a stand-in waits for the terminate request.
+const STAND_IN_MARGIN: Duration = Duration::from_secs(10);
 /// A single admin request must answer within this.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -158,6 +160,16 @@ impl Proxy for EnvoyProxy {
 
     fn release_chain(&self, chain: u32) {
         self.chains().release(chain);
+    }
+
+    fn stand_in(&self, chain: u32, restart_epoch: u32) -> Result<(), String> {
+        let base_id = self
+            .chains()
+            .base_id(chain)
+            .ok_or_else(|| format!("base id of chain {chain} unknown"))?;
+        // The child terminates its parent at its parent shutdown time at the latest.
+        let at_most = self.settings.options.parent_shutdown + STAND_IN_MARGIN;
+        super::stand_in::spawn(base_id, restart_epoch, at_most).map_err(|e| e.to_string())
     }
 
     fn admin_addr(&self) -> Option<SocketAddr> {

@@ -14,7 +14,7 @@
 //! Code map: [`Settings`] (plain data from `config`) · `epoch_files` (each epoch's
 //! bootstrap file, shared with `baton render`) · `driver` ([`EnvoyProxy`], the
 //! [`crate::proxy::Proxy`] implementation) · `readiness` · `admin` · `args` ·
-//! `chains` · [`statsd`] · `validate`.
+//! `chains` · `stand_in` (answering for a dead parent) · [`statsd`] · `validate`.
 
 mod admin;
 mod args;
@@ -22,6 +22,7 @@ mod chains;
 mod driver;
 mod epoch_files;
 mod readiness;
+mod stand_in;
 pub mod statsd;
 mod validate;
 

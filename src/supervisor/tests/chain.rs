@@ -158,3 +158,45 @@ fn a_parent_terminated_by_its_starting_child_is_a_handover_not_a_crash() {
     sim.step(killed(0, 11));
     assert_eq!(sim.s.counts().crashes, 1);
 }
+
+#[test]
+fn a_killed_draining_parent_is_stood_in_for_and_nothing_else_happens() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    sim.bring_up(1, 101, 20);
+    let killed_parent = sim.step(killed(0, 9));
+    assert_eq!(
+        killed_parent,
+        vec![
+            A::Report(Report::Exited {
+                epoch: 0,
+                pid: 100,
+                status: ProcessExit::Signal(9),
+                role: Phase::Draining,
+                ran_ms: 10,
+            }),
+            A::Cleanup { epoch: 0 },
+            A::Report(Report::ParentDied {
+                epoch: 0,
+                status: ProcessExit::Signal(9),
+                child: 1,
+            }),
+            A::StandIn {
+                chain: 0,
+                restart_epoch: 0
+            },
+        ]
+    );
+    assert_eq!(sim.s.counts().crashes, 0);
+    // The next trigger restarts at once, in the same chain.
+    sim.step(E::RestartRequested(Trigger::Signal));
+    assert_eq!(sim.step(passed(2)), vec![launch(2, 0, 2)]);
+    // A parent that left by itself (its child's terminate request) needs nobody.
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    sim.bring_up(1, 101, 20);
+    assert!(!sim
+        .step(exited(0, 0))
+        .iter()
+        .any(|a| matches!(a, A::StandIn { .. })));
+}
