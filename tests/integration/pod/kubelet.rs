@@ -54,6 +54,48 @@ struct ProbeLog {
     transitions: Vec<(Instant, bool)>,
 }
 
+/// The pod's Ready condition as the kubelet derives it from probe results: false
+/// at first; flips after `success_threshold` successes (or `failure_threshold`
+/// failures) in a row.
+#[derive(Debug)]
+struct ReadyCondition {
+    spec: ProbeSpec,
+    ready: bool,
+    /// Results in a row equal to the last one.
+    run: u32,
+    last: Option<bool>,
+}
+
+impl ReadyCondition {
+    fn new(spec: ProbeSpec) -> Self {
+        ReadyCondition {
+            spec,
+            ready: false,
+            run: 0,
+            last: None,
+        }
+    }
+
+    /// Take one probe result; the new condition if it flipped.
+    fn observe(&mut self, success: bool) -> Option<bool> {
+        self.run = if self.last == Some(success) {
+            self.run + 1
+        } else {
+            1
+        };
+        self.last = Some(success);
+        let threshold = if success {
+            self.spec.success_threshold
+        } else {
+            self.spec.failure_threshold
+        };
+        (success != self.ready && self.run >= threshold).then(|| {
+            self.ready = success;
+            success
+        })
+    }
+}
+
 /// `GET /healthz/ready` to the pod IP from outside, every period, with the
 /// kubelet's threshold logic: not Ready until `success_threshold` successes in a
 /// row, then not Ready again after `failure_threshold` failures in a row.
@@ -72,7 +114,7 @@ impl Prober {
         let thread = {
             let (log, stop) = (log.clone(), stop.clone());
             std::thread::spawn(move || {
-                let (mut ready, mut run, mut last_success) = (false, 0u32, None);
+                let mut condition = ReadyCondition::new(spec);
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let at = Instant::now();
@@ -80,22 +122,10 @@ impl Prober {
                         at,
                         outcome: probe(target, spec.timeout),
                     };
-                    let success = result.success();
-                    run = if last_success == Some(success) {
-                        run + 1
-                    } else {
-                        1
-                    };
-                    last_success = Some(success);
+                    let flip = condition.observe(result.success());
                     let mut log = log.lock().unwrap();
                     log.results.push(result);
-                    let flip = if ready {
-                        !success && run >= spec.failure_threshold
-                    } else {
-                        success && run >= spec.success_threshold
-                    };
-                    if flip {
-                        ready = !ready;
+                    if let Some(ready) = flip {
                         log.transitions.push((at, ready));
                     }
                     drop(log);
@@ -219,4 +249,31 @@ pub fn terminate(pod: &mut Pod, pre_stop: &[String], grace: Duration) -> Termina
         exit_code: status.code(),
         killed,
     }
+}
+
+#[test]
+fn ready_condition_follows_the_kubelets_thresholds() {
+    let mut c = ReadyCondition::new(ProbeSpec::default());
+    let flips: Vec<_> = [
+        false, true, true, false, false, true, false, false, false, false,
+    ]
+    .into_iter()
+    .map(|success| c.observe(success))
+    .collect();
+    // Ready on the first success; two failures in a row are not enough, three are.
+    assert_eq!(
+        flips,
+        [
+            None,
+            Some(true),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(false),
+            None
+        ]
+    );
 }

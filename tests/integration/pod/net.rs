@@ -8,6 +8,7 @@
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,9 +19,19 @@ const BLOCKS_PER_PROCESS: u32 = 32;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// iproute2's `ip`: on PATH, or in the sbin directories a non-login PATH lacks.
+pub fn ip_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("ip"))
+        .find(|ip| ip.is_file())
+        .unwrap_or_else(|| PathBuf::from("ip"))
+}
+
 /// `ip ARGS`: Ok, or the error with what `ip` said.
 pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    let out = Command::new(ip_binary())
         .args(args)
         .output()
         .map_err(|e| format!("ip {args:?}: {e} (iproute2: scripts/install-test-deps)"))?;
@@ -36,7 +47,7 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 fn ip_output(args: &[&str]) -> String {
-    Command::new("ip")
+    Command::new(ip_binary())
         .args(args)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

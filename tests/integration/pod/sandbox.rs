@@ -40,6 +40,8 @@ pub struct Container {
     /// Its PID namespace's inode.
     pub pid_ns: u64,
     pub log: PathBuf,
+    /// Its environment beyond the test's (an exec in it gets the same).
+    env: Vec<(String, String)>,
     exit: Option<ExitStatus>,
 }
 
@@ -70,6 +72,7 @@ impl Container {
             pid: 0,
             pid_ns: 0,
             log,
+            env: env.to_vec(),
             exit: None,
         };
         // unshare forks the container's PID 1 after creating the namespace.
@@ -157,7 +160,7 @@ impl Pod {
             .tempdir()
             .expect("pod dir");
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let mut sandbox = Command::new("ip")
+        let mut sandbox = Command::new(super::net::ip_binary())
             .args(["netns", "exec", &net.netns])
             .args(["unshare", "--mount", "--propagation", "private"])
             .args(["sh", "-c", PAUSE])
@@ -275,13 +278,17 @@ impl Pod {
     }
 
     /// Run `command` inside the baton container's namespaces (network, PID, mount),
-    /// as the kubelet runs an exec hook; killed after `timeout`.
+    /// with the container's environment, as the kubelet runs an exec hook; killed
+    /// after `timeout`.
     pub fn exec(&mut self, command: &[String], timeout: Duration) -> Exec {
-        let target = self.baton().pid.to_string();
+        let baton = self.baton();
+        let target = baton.pid.to_string();
+        let env = baton.env.clone();
         let started = Instant::now();
         let mut child = Command::new("nsenter")
             .args(["-t", &target, "-n", "-p", "-m", "--"])
             .args(command)
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -375,11 +382,13 @@ impl Pod {
             let _ = sandbox.kill();
             let _ = sandbox.wait();
         }
-        let stray = procs::kill_namespace("net", self.net.inode, Duration::from_secs(5));
+        let stray = procs::in_namespace("net", self.net.inode);
         if !stray.is_empty() {
-            left.push(format!(
-                "processes that would not die in the pod network: {stray:?}"
-            ));
+            left.push(format!("processes left in the pod network: {stray:?}"));
+            let undying = procs::kill_namespace("net", self.net.inode, Duration::from_secs(5));
+            if !undying.is_empty() {
+                left.push(format!("processes that would not die: {undying:?}"));
+            }
         }
         left.extend(self.net.remove());
         if self.net.exists_netns() {

@@ -31,25 +31,64 @@ pub fn request(
     );
     s.write_all(request.as_bytes())
         .map_err(|e| format!("write: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    parse_response(&buf)
+    read_response(&mut s)
 }
 
-fn parse_response(buf: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(buf);
-    let code = text
-        .strip_prefix("HTTP/1.")
+/// One HTTP/1.1 response from `r`: status and body, complete once `content-length`
+/// bytes of body are in (or at EOF without one). A client has its answer then,
+/// whenever the server closes the connection.
+fn read_response(r: &mut impl Read) -> Result<(u16, String), String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(response) = complete_response(&buf) {
+            return response;
+        }
+        match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if content_length(head).is_some() {
+        return Err(format!("closed before the whole body: {head:?}"));
+    }
+    Ok((status(head)?, body.to_string()))
+}
+
+/// The response in `buf` once its headers and `content-length` body are in.
+fn complete_response(buf: &[u8]) -> Option<Result<(u16, String), String>> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let body = &buf[end + 4..];
+    let length = content_length(&head)?;
+    (body.len() >= length).then(|| {
+        let body = String::from_utf8_lossy(&body[..length]).into_owned();
+        status(&head).map(|code| (code, body))
+    })
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+fn status(head: &str) -> Result<u16, String> {
+    head.strip_prefix("HTTP/1.")
         .and_then(|rest| rest.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| {
             format!(
                 "no HTTP status in {:?}",
-                text.chars().take(80).collect::<String>()
+                head.chars().take(80).collect::<String>()
             )
-        })?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    Ok((code, body.unwrap_or_default()))
+        })
 }
 
 /// `GET path` on the pod's status server (or any plain HTTP port): 200 and the body.
@@ -231,42 +270,35 @@ impl Drop for Wrk {
 }
 
 /// A request over TLS in a thread of its own (`openssl s_client`, bounded by
-/// `timeout`): its status and when it completed.
+/// `timeout`): its status, and when the whole answer was in.
 pub fn tls_request_in_background(
     target: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> JoinHandle<(Result<u16, String>, Instant)> {
-    let path = path.to_string();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     std::thread::spawn(move || {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-        let outcome = s_client(target, request.as_bytes(), timeout)
-            .and_then(|out| parse_response(&out).map(|(code, _)| code));
-        (outcome, Instant::now())
+        let mut child = Command::new("timeout")
+            .arg(format!("{}", timeout.as_secs_f64()))
+            .args(["openssl", "s_client", "-quiet", "-servername", "localhost"])
+            .args(["-connect", &target.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl (scripts/install-test-deps installs it)");
+        // -quiet keeps reading after stdin's end, until the server closes.
+        let sent = child.stdin.take().unwrap().write_all(request.as_bytes());
+        let outcome = sent
+            .map_err(|e| format!("openssl stdin: {e}"))
+            .and_then(|()| read_response(child.stdout.as_mut().unwrap()))
+            .map(|(code, _)| code);
+        let done = Instant::now();
+        // SIGTERM: `timeout` passes it on to openssl.
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let _ = child.wait();
+        (outcome, done)
     })
-}
-
-/// `openssl s_client` to `target`: sends `input`, returns what the server sent
-/// until it closed (the raw HTTP answer with `-quiet`).
-fn s_client(target: SocketAddr, input: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
-    let mut child = Command::new("timeout")
-        .arg(format!("{}", timeout.as_secs_f64()))
-        .args(["openssl", "s_client", "-quiet", "-servername", "localhost"])
-        .args(["-connect", &target.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("openssl: {e}"))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input)
-        .map_err(|e| format!("openssl stdin: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    Ok(out.stdout)
 }
 
 /// The serial (hex, as openssl prints it) of the certificate served at `target`.
