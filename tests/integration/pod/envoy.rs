@@ -202,3 +202,29 @@ fn envoy_pod_follows_its_secret_volume_removed_and_recreated() {
     let left = pod.teardown();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+#[test]
+fn envoy_pod_container_restarted_after_a_sigkill_serves_again_in_the_same_pod() {
+    let (mut pod, secret, _pairs, prober) = ready_pod(1);
+    // The OOM killer (or a grace period run out): no chance to clean up.
+    pod.baton().signal(nix::sys::signal::Signal::SIGKILL);
+    eventually("baton killed", START, || pod.baton().try_exit());
+    prober.wait_ready(false, START);
+    // Envoy's segment of the killed instance stays in the pod's /dev/shm.
+    let stale = pod.shm();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    // The kubelet restarts the container in the same pod: same network, /dev/shm
+    // and volumes.
+    pod.start_baton(&envoy_args(&secret), &[]);
+    prober.wait_ready(true, START);
+    assert_eq!(served_serial(pod.addr(LISTEN_PORT)), Some(serial(0)));
+    let t = terminate(&mut pod, &[baton_command(), "drain".into()], GRACE);
+    report_termination("envoy pod (restarted container)", &t, &prober);
+    assert_eq!(t.exit_code, Some(0));
+    drop(prober);
+    let left = pod.teardown();
+    // The restarted baton leaves nothing of its own; the killed one's segment is
+    // still there (nothing removes another instance's segment).
+    assert!(left.other.is_empty(), "left behind: {left:#?}");
+    assert_eq!(left.shm, stale, "left behind: {left:#?}");
+}

@@ -82,7 +82,12 @@ impl PodNetwork {
                 % BLOCKS;
             match Self::try_block(block, &format!("baton-pod-{pid}-{n}")) {
                 Ok(net) => return net,
-                Err(e) => errors.push(e),
+                // Taken by another pod: the next block.
+                Err(e) if e.contains("exists") || e.contains("in use") => errors.push(e),
+                Err(e) => panic!(
+                    "cannot build a pod network (the pod tests need root: network \
+                     namespaces, veth pairs, mounts): {e}"
+                ),
             }
         }
         panic!("no free pod network: {errors:#?}");

@@ -139,6 +139,22 @@ pub struct Exec {
     pub took: Duration,
 }
 
+/// What baton left behind, found by [`Pod::teardown`].
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Entries of the pod's `/dev/shm` once baton had exited.
+    pub shm: Vec<String>,
+    /// Everything else: processes, files in its TMPDIR, a namespace or veth that
+    /// would not go, the pod's directory.
+    pub other: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.shm.is_empty() && self.other.is_empty()
+    }
+}
+
 /// A pod: network, sandbox, app and baton containers.
 pub struct Pod {
     pub net: PodNetwork,
@@ -336,16 +352,17 @@ impl Pod {
     /// left in its PID namespace or the pod's network, `/dev/shm` entries, files in
     /// its TMPDIR, a namespace or veth that would not go, a directory not removed.
     /// Empty when baton left nothing behind.
-    pub fn teardown(mut self) -> Vec<String> {
+    pub fn teardown(mut self) -> Leftovers {
         self.cleanup()
     }
 
-    fn cleanup(&mut self) -> Vec<String> {
+    fn cleanup(&mut self) -> Leftovers {
+        let mut found = Leftovers::default();
         if self.torn_down {
-            return Vec::new();
+            return found;
         }
         self.torn_down = true;
-        let mut left = Vec::new();
+        let left = &mut found.other;
         if let Some(mut baton) = self.baton.take() {
             if baton.try_exit().is_none() {
                 left.push("baton still running at teardown".into());
@@ -358,10 +375,7 @@ impl Pod {
                 ));
                 procs::kill_namespace("pid", baton.pid_ns, Duration::from_secs(5));
             }
-            let shm = self.shm();
-            if !shm.is_empty() {
-                left.push(format!("left in the pod's /dev/shm: {shm:?}"));
-            }
+            found.shm = self.shm();
             let tmp: Vec<_> = std::fs::read_dir(self.path("tmp"))
                 .map(|d| {
                     d.flatten()
@@ -405,7 +419,7 @@ impl Pod {
         if self.dir_path.exists() {
             left.push(format!("{} still there", self.dir_path.display()));
         }
-        left
+        found
     }
 }
 
@@ -421,8 +435,9 @@ impl Drop for Pod {
                 }
             }
         }
-        for problem in self.cleanup() {
-            eprintln!("pod cleanup: {problem}");
+        let left = self.cleanup();
+        if !left.is_empty() {
+            eprintln!("pod cleanup: {left:#?}");
         }
     }
 }
