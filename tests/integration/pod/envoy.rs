@@ -1,6 +1,7 @@
 //! `baton envoy` in a pod: Envoy serves TLS on the pod IP from a secret volume
 //! (the standalone template), the app container is its upstream.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kubelet::{terminate, ProbeSpec, Prober, Termination};
@@ -52,31 +53,38 @@ fn serial(n: usize) -> String {
     format!("{:X}", 0x1001 * (n as u32 + 1))
 }
 
-/// A pod with the app, the secret holding pair 0 of `pairs` new pairs, and baton,
-/// Ready through the probes.
-fn ready_pod(
-    pairs: usize,
-) -> (
-    Pod,
-    SecretVolume,
-    Vec<(std::path::PathBuf, std::path::PathBuf)>,
-    Prober,
-) {
-    let mut pod = Pod::new();
-    let certs = pod.path("certs");
-    std::fs::create_dir(&certs).unwrap();
-    let pairs: Vec<_> = (0..pairs)
-        .map(|n| make_pair(&certs, &format!("c{n}"), 0x1001 * (n as u32 + 1)))
-        .collect();
-    let mut secret = SecretVolume::new(pod.path("secret"));
-    secret.write_tls(&pairs[0].0, &pairs[0].1);
-    pod.start_app();
-    pod.start_baton(&envoy_args(&secret), &[]);
-    let prober = Prober::start(pod.status_addr(), ProbeSpec::default());
-    prober.wait_ready(true, START);
-    let tls = pod.addr(LISTEN_PORT);
-    assert_eq!(served_serial(tls), Some(serial(0)));
-    (pod, secret, pairs, prober)
+/// A pod with the app, the secret volume holding the first of its certificate
+/// pairs, and baton, Ready through the probes.
+struct EnvoyPod {
+    pod: Pod,
+    secret: SecretVolume,
+    /// (certificate, key); pair `n` has serial [`serial`]`(n)`.
+    pairs: Vec<(PathBuf, PathBuf)>,
+    prober: Prober,
+}
+
+impl EnvoyPod {
+    fn ready(pairs: usize) -> Self {
+        let mut pod = Pod::new();
+        let certs = pod.path("certs");
+        std::fs::create_dir(&certs).unwrap();
+        let pairs: Vec<_> = (0..pairs)
+            .map(|n| make_pair(&certs, &format!("c{n}"), 0x1001 * (n as u32 + 1)))
+            .collect();
+        let mut secret = SecretVolume::new(pod.path("secret"));
+        secret.write_tls(&pairs[0].0, &pairs[0].1);
+        pod.start_app();
+        pod.start_baton(&envoy_args(&secret), &[]);
+        let prober = Prober::start(pod.status_addr(), ProbeSpec::default());
+        prober.wait_ready(true, START);
+        assert_eq!(served_serial(pod.addr(LISTEN_PORT)), Some(serial(0)));
+        EnvoyPod {
+            pod,
+            secret,
+            pairs,
+            prober,
+        }
+    }
 }
 
 fn wait_serial(pod: &Pod, n: usize) {
@@ -88,7 +96,12 @@ fn wait_serial(pod: &Pod, n: usize) {
 
 #[test]
 fn envoy_pod_is_ready_rotates_under_load_and_terminates_leaving_nothing() {
-    let (mut pod, mut secret, pairs, prober) = ready_pod(4);
+    let EnvoyPod {
+        mut pod,
+        mut secret,
+        pairs,
+        prober,
+    } = EnvoyPod::ready(4);
     let tls = pod.addr(LISTEN_PORT);
     // Envoy's hot-restart segment is in the pod's own /dev/shm: what the check after
     // termination looks at.
@@ -178,7 +191,12 @@ fn assert_termination_drained(t: &Termination, prober: &Prober) {
 
 #[test]
 fn envoy_pod_follows_its_secret_volume_removed_and_recreated() {
-    let (mut pod, mut secret, pairs, prober) = ready_pod(2);
+    let EnvoyPod {
+        mut pod,
+        mut secret,
+        pairs,
+        prober,
+    } = EnvoyPod::ready(2);
     let tls = pod.addr(LISTEN_PORT);
     let mut wrk = Wrk::start(&format!("https://{tls}/"), 4, Duration::from_secs(60));
     secret.recreate_tls(&pairs[1].0, &pairs[1].1);
@@ -205,7 +223,12 @@ fn envoy_pod_follows_its_secret_volume_removed_and_recreated() {
 
 #[test]
 fn envoy_pod_container_restarted_after_a_sigkill_serves_again_in_the_same_pod() {
-    let (mut pod, secret, _pairs, prober) = ready_pod(1);
+    let EnvoyPod {
+        mut pod,
+        secret,
+        prober,
+        ..
+    } = EnvoyPod::ready(1);
     // The OOM killer (or a grace period run out): no chance to clean up.
     pod.baton().signal(nix::sys::signal::Signal::SIGKILL);
     eventually("baton killed", START, || pod.baton().try_exit());
