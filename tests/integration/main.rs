@@ -6,6 +6,7 @@ mod harness;
 mod lifecycle;
 mod load;
 mod pid1;
+mod pod;
 mod render;
 mod rotation;
 mod stats;
