@@ -80,7 +80,7 @@ impl<P: Proxy> Shell<P> {
     /// Carry out one action. `Some(code)` means: leave with this exit code.
     pub fn execute(&mut self, action: Action) -> Option<i32> {
         match action {
-            Action::Preflight { epoch } => self.preflight(epoch),
+            Action::Preflight { epoch, serving_pid } => self.preflight(epoch, serving_pid),
             Action::Spawn(launch) => self.spawn(launch),
             Action::WatchReady { epoch, pid } => self.watch_ready(epoch, pid),
             Action::Drain { epoch, pid } => self.proxy.drain(epoch, pid),
@@ -135,7 +135,7 @@ impl<P: Proxy> Shell<P> {
         None
     }
 
-    fn preflight(&mut self, epoch: u32) {
+    fn preflight(&mut self, epoch: u32, serving_pid: Option<u32>) {
         let proxy = self.proxy.clone();
         let events = self.events.clone();
         tokio::spawn(async move {

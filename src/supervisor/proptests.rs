@@ -56,13 +56,15 @@ enum Move {
     Drain,
     Shutdown,
     Forward,
+    /// The file watcher loses (`false`) or regains (`true`) a watch.
+    Watch(bool),
     Wait(u64),
 }
 
 fn a_move() -> impl Strategy<Value = Move> {
     prop_oneof![
         3 => (0u8..3).prop_map(Move::Trigger),
-        4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..4)
+        4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..5)
             .prop_map(|(pick, pass, reason)| Move::Preflight { pick, pass, reason }),
         4 => (any::<usize>(), prop::bool::weighted(0.9))
             .prop_map(|(pick, ok)| Move::Spawn { pick, ok }),
@@ -75,6 +77,7 @@ fn a_move() -> impl Strategy<Value = Move> {
         1 => Just(Move::Drain),
         1 => Just(Move::Shutdown),
         1 => Just(Move::Forward),
+        1 => any::<bool>().prop_map(Move::Watch),
         3 => (0u64..80_000).prop_map(Move::Wait),
     ]
 }
@@ -120,6 +123,9 @@ struct World {
     procs: Vec<Proc>,
     timers: Vec<(Millis, Event)>,
     repairs: Vec<u32>,
+    /// Epochs whose preflight wrote their files (as the Envoy driver does before it
+    /// reports a pass), until a `Cleanup` removes them.
+    files: std::collections::BTreeSet<u32>,
     next_pid: u32,
     exit: Option<i32>,
 }
@@ -134,6 +140,7 @@ impl World {
             procs: Vec::new(),
             timers: Vec::new(),
             repairs: Vec::new(),
+            files: std::collections::BTreeSet::new(),
             next_pid: 1000,
             exit: None,
         }
@@ -152,7 +159,11 @@ impl World {
     fn carry_out(&mut self, action: Action) -> Result<(), TestCaseError> {
         prop_assert!(self.exit.is_none(), "{action:?} after Exit");
         match action {
-            Action::Preflight { epoch } => self.preflights.push(epoch),
+            Action::Preflight { epoch, serving_pid } => {
+                // The memory check compares with the process that serves now.
+                prop_assert_eq!(serving_pid, self.s.serving().and_then(|e| e.pid));
+                self.preflights.push(epoch);
+            }
             Action::Spawn(launch) => self.spawns.push(launch),
             Action::WatchReady { epoch, pid } => {
                 let p = self.procs.iter_mut().find(|p| p.pid == pid);
@@ -172,10 +183,12 @@ impl World {
             Action::Schedule { after, event } => self.timers.push((self.now + after, event)),
             Action::RepairChain { chain } => self.repairs.push(chain),
             Action::Exit { code } => self.exit = Some(code),
+            Action::Cleanup { epoch } => {
+                self.files.remove(&epoch);
+            }
             Action::Drain { .. }
             | Action::DrainForShutdown { .. }
             | Action::Forward { .. }
-            | Action::Cleanup { .. }
             | Action::ReleaseChain { .. }
             | Action::Report(_) => {}
         }
@@ -192,6 +205,9 @@ impl World {
                 let Some(epoch) = take(&mut self.preflights, pick) else {
                     return Ok(());
                 };
+                if pass {
+                    self.files.insert(epoch);
+                }
                 self.feed(if pass {
                     Event::PreflightPassed {
                         epoch,
@@ -280,6 +296,13 @@ impl World {
             Move::Drain => self.feed(Event::DrainRequested),
             Move::Shutdown => self.feed(Event::ShutdownRequested),
             Move::Forward => self.feed(Event::Forward { signal: 10 }),
+            Move::Watch(restored) => self.feed(if restored {
+                Event::WatchRestored
+            } else {
+                Event::WatchFailed {
+                    message: "generated".into(),
+                }
+            }),
             Move::Wait(ms) => {
                 self.now += ms;
                 Ok(())
@@ -305,6 +328,7 @@ impl World {
                 return Ok(true);
             }
             if let Some(epoch) = take(&mut self.preflights, 0) {
+                self.files.insert(epoch);
                 self.feed(Event::PreflightPassed {
                     epoch,
                     config_digest: None,
@@ -500,6 +524,15 @@ fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
             );
         }
         prop_assert!(w.s.pending.is_none(), "a follow-up restart never ran");
+        // No epoch's files outlive it.
+        for epoch in &w.files {
+            prop_assert!(
+                w.s.epochs().iter().any(|e| e.number == *epoch),
+                "files of epoch {} left once everything settled: {:?}",
+                epoch,
+                w.s.epochs()
+            );
+        }
         // Shutdown always ends.
         w.feed(Event::ShutdownRequested)?;
         prop_assert!(w.settle()?, "shutdown did not settle");
@@ -515,6 +548,8 @@ fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
         w.s.epochs()
     );
     prop_assert!(w.procs.is_empty(), "processes left at exit: {:?}", w.procs);
+    // Files of a preflight still running at exit are the app's exit sweep's.
+    prop_assert!(w.files.is_empty(), "files left at exit: {:?}", w.files);
     Ok(())
 }
 

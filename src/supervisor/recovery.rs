@@ -161,7 +161,12 @@ pub(super) fn on_preflight_failed(
     now: Millis,
     out: &mut Vec<Action>,
 ) {
-    let Some(i) = state.find(epoch) else { return };
+    let Some(i) = state.find(epoch) else {
+        // Dropped while it prepared; a failed preflight leaves nothing, but one
+        // that gave up half-way might have.
+        out.push(Action::Cleanup { epoch });
+        return;
+    };
     if state.epochs[i].phase == Phase::Preparing {
         state.epochs.remove(i);
         start_failed(state, epoch, reason, message, None, now, out);
@@ -177,6 +182,8 @@ pub(super) fn on_spawn_failed(
 ) {
     let Some(i) = state.find(epoch) else { return };
     let aborted = state.epochs.remove(i).phase == Phase::Stopping;
+    // Its preflight wrote its files; no process will exit to have them removed.
+    out.push(Action::Cleanup { epoch });
     if aborted {
         shutdown::finish_if_empty(state, out);
     } else {

@@ -23,7 +23,13 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
         crashes: 1,
         retry_in: Some(0)
     })));
-    assert_eq!(first.last(), Some(&A::Preflight { epoch: 1 }));
+    assert_eq!(
+        first.last(),
+        Some(&A::Preflight {
+            epoch: 1,
+            serving_pid: None
+        })
+    );
     assert_eq!(sim.step(passed(1)), vec![launch(1, 1, 0)]);
     sim.at(110, E::Spawned { epoch: 1, pid: 101 });
     sim.at(120, E::Ready { epoch: 1 });
@@ -35,7 +41,10 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
     );
     assert_eq!(
         sim.at(1200, E::BackoffElapsed { generation: 1 }).last(),
-        Some(&A::Preflight { epoch: 2 })
+        Some(&A::Preflight {
+            epoch: 2,
+            serving_pid: None
+        })
     );
     sim.step(passed(2));
     sim.at(1300, E::Spawned { epoch: 2, pid: 102 });
@@ -54,7 +63,13 @@ fn an_epoch_that_served_long_enough_resets_the_crash_count() {
     sim.bring_up(2, 102, 1_500);
     let late = sim.at(100_000, exited(2, 1));
     assert_eq!(sim.s.crashes(), 1);
-    assert_eq!(late.last(), Some(&A::Preflight { epoch: 3 }));
+    assert_eq!(
+        late.last(),
+        Some(&A::Preflight {
+            epoch: 3,
+            serving_pid: None
+        })
+    );
 }
 
 #[test]
@@ -85,7 +100,10 @@ fn a_trigger_during_the_backoff_becomes_the_recovery() {
         sim.step(E::BackoffElapsed { generation: 1 }),
         vec![
             started(2, Some(Trigger::FileChange)),
-            A::Preflight { epoch: 2 }
+            A::Preflight {
+                epoch: 2,
+                serving_pid: None
+            }
         ]
     );
 }

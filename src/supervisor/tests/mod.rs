@@ -3,6 +3,7 @@
 
 mod chain;
 mod crash;
+mod faults;
 mod restart;
 mod shutdown;
 

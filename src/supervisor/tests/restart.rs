@@ -8,7 +8,13 @@ fn startup_prepares_spawns_watches_and_serves_epoch_zero() {
     let mut sim = Sim::new(policy(DriverKind::Envoy));
     assert_eq!(
         sim.step(E::Start),
-        vec![started(0, None), A::Preflight { epoch: 0 }]
+        vec![
+            started(0, None),
+            A::Preflight {
+                epoch: 0,
+                serving_pid: None
+            }
+        ]
     );
     assert_eq!(sim.step(passed(0)), vec![launch(0, 0, 0)]);
     assert_eq!(
@@ -34,7 +40,13 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
     let mut sim = Sim::serving(DriverKind::Envoy);
     assert_eq!(
         sim.at(20, E::RestartRequested(Trigger::Signal)),
-        vec![started(1, Some(Trigger::Signal)), A::Preflight { epoch: 1 }]
+        vec![
+            started(1, Some(Trigger::Signal)),
+            A::Preflight {
+                epoch: 1,
+                serving_pid: Some(100)
+            }
+        ]
     );
     assert_eq!(sim.step(passed(1)), vec![launch(1, 0, 1)]);
     sim.at(25, E::Spawned { epoch: 1, pid: 101 });
@@ -114,7 +126,10 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
     );
     assert_eq!(
         sim.at(125, E::GatherElapsed { epoch: 1 }),
-        vec![A::Preflight { epoch: 1 }]
+        vec![A::Preflight {
+            epoch: 1,
+            serving_pid: Some(100)
+        }]
     );
     // From now on the inputs are read: a trigger needs a follow-up.
     assert_eq!(
@@ -130,7 +145,10 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
     });
     assert_eq!(
         fresh.step(E::Start).last(),
-        Some(&A::Preflight { epoch: 0 })
+        Some(&A::Preflight {
+            epoch: 0,
+            serving_pid: None
+        })
     );
 }
 
@@ -169,7 +187,10 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
         actions,
         vec![
             started(2, Some(Trigger::FileChange)),
-            A::Preflight { epoch: 2 }
+            A::Preflight {
+                epoch: 2,
+                serving_pid: Some(101)
+            }
         ]
     );
     // Its duration counts from the first trigger it answers.
@@ -204,7 +225,10 @@ fn envoy_restart_while_the_old_epoch_drains_waits_for_its_drain_period() {
         sim.step(E::DrainSettled { epoch: 0 }),
         vec![
             started(2, Some(Trigger::FileChange)),
-            A::Preflight { epoch: 2 }
+            A::Preflight {
+                epoch: 2,
+                serving_pid: Some(101)
+            }
         ]
     );
 }
@@ -216,7 +240,13 @@ fn deferred_restart_starts_when_the_draining_epoch_exits_early() {
     sim.bring_up(1, 101, 20);
     sim.step(E::RestartRequested(Trigger::Api));
     let actions = sim.at(30, exited(0, 0));
-    assert_eq!(actions.last(), Some(&A::Preflight { epoch: 2 }));
+    assert_eq!(
+        actions.last(),
+        Some(&A::Preflight {
+            epoch: 2,
+            serving_pid: Some(101)
+        })
+    );
 }
 
 #[test]
@@ -230,7 +260,13 @@ fn restart_while_the_previous_epoch_initialises_is_deferred_until_it_is_ready() 
         })]
     );
     let actions = sim.at(5, E::Ready { epoch: 0 });
-    assert_eq!(actions.last(), Some(&A::Preflight { epoch: 1 }));
+    assert_eq!(
+        actions.last(),
+        Some(&A::Preflight {
+            epoch: 1,
+            serving_pid: Some(100)
+        })
+    );
 }
 
 #[test]
@@ -256,7 +292,10 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
     // The next trigger tries again, with the same epoch number.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)).last(),
-        Some(&A::Preflight { epoch: 1 })
+        Some(&A::Preflight {
+            epoch: 1,
+            serving_pid: Some(100)
+        })
     );
 }
 
@@ -292,7 +331,7 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
 }
 
 #[test]
-fn spawn_failure_of_a_new_epoch_keeps_the_old_serving() {
+fn spawn_failure_of_a_new_epoch_keeps_the_old_serving_and_removes_its_files() {
     let mut sim = Sim::serving(DriverKind::Generic);
     sim.run(vec![E::RestartRequested(Trigger::Api), passed(1)]);
     let actions = sim.step(E::SpawnFailed {
@@ -301,11 +340,14 @@ fn spawn_failure_of_a_new_epoch_keeps_the_old_serving() {
     });
     assert_eq!(
         actions,
-        vec![A::Report(Report::RestartFailed {
-            epoch: 1,
-            reason: FailureReason::Spawn,
-            message: "no such file".into()
-        })]
+        vec![
+            A::Cleanup { epoch: 1 },
+            A::Report(Report::RestartFailed {
+                epoch: 1,
+                reason: FailureReason::Spawn,
+                message: "no such file".into()
+            })
+        ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
 }
