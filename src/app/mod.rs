@@ -157,7 +157,13 @@ async fn supervise<P: Proxy>(
         return Ok(exit::CONFIG);
     }
     let _watcher = triggers::watch_files(&supervision, events.clone())?;
-    let mut shell = Shell::new(proxy, reaper, events.clone());
+    let memory = if supervision.memory_check {
+        crate::memory::MemoryCheck::detect()
+    } else {
+        tracing::info!("memory check off (--memory-check off)");
+        None
+    };
+    let mut shell = Shell::new(proxy, reaper, events.clone(), memory);
 
     let _ = events.send(Event::Start);
     loop {

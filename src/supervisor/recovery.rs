@@ -161,14 +161,15 @@ pub(super) fn on_preflight_failed(
     now: Millis,
     out: &mut Vec<Action>,
 ) {
+    // A preflight may fail after it wrote files (the memory check after the
+    // validator does): they go, whether the epoch is still known or was dropped.
     let Some(i) = state.find(epoch) else {
-        // Dropped while it prepared; a failed preflight leaves nothing, but one
-        // that gave up half-way might have.
         out.push(Action::Cleanup { epoch });
         return;
     };
     if state.epochs[i].phase == Phase::Preparing {
         state.epochs.remove(i);
+        out.push(Action::Cleanup { epoch });
         start_failed(state, epoch, reason, message, None, now, out);
     }
 }

@@ -39,11 +39,14 @@ fn memory_refusal_keeps_the_serving_epoch_and_the_next_trigger_tries_again() {
     let refused = sim.step(refused_for_memory(1));
     assert_eq!(
         refused,
-        vec![A::Report(Report::RestartFailed {
-            epoch: 1,
-            reason: FailureReason::Memory,
-            message: "limit 100 MiB, 90 MiB in use, needs 20 MiB".into()
-        })]
+        vec![
+            A::Cleanup { epoch: 1 },
+            A::Report(Report::RestartFailed {
+                epoch: 1,
+                reason: FailureReason::Memory,
+                message: "limit 100 MiB, 90 MiB in use, needs 20 MiB".into()
+            })
+        ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
     assert_eq!(sim.s.counts().failures_of(FailureReason::Memory), 1);

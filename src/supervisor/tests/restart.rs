@@ -280,11 +280,14 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
     });
     assert_eq!(
         actions,
-        vec![A::Report(Report::RestartFailed {
-            epoch: 1,
-            reason: FailureReason::Config,
-            message: "unknown cluster".into()
-        })]
+        vec![
+            A::Cleanup { epoch: 1 },
+            A::Report(Report::RestartFailed {
+                epoch: 1,
+                reason: FailureReason::Config,
+                message: "unknown cluster".into()
+            })
+        ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
     assert_eq!(sim.s.last_error(), Some("epoch 1: config: unknown cluster"));
