@@ -49,6 +49,54 @@ pub fn status_bytes(status: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// The processes that map `path` (`/proc/PID/maps`) or run with it as an argument
+/// (`/proc/PID/cmdline`). Processes whose files cannot be read (another user's)
+/// are not seen.
+pub fn users_of(path: &Path) -> Vec<u32> {
+    let wanted = path.as_os_str().as_encoded_bytes();
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            let mapped = std::fs::read(format!("/proc/{pid}/maps"))
+                .is_ok_and(|maps| maps_mention(&maps, wanted));
+            mapped
+                || std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == wanted))
+        })
+        .collect()
+}
+
+/// Whether a `/proc/PID/maps` text maps `path` (its last column; a deleted file
+/// reads `path (deleted)`).
+pub fn maps_mention(maps: &[u8], path: &[u8]) -> bool {
+    maps.split(|b| *b == b'\n').any(|line| {
+        line.windows(path.len())
+            .position(|w| w == path)
+            .is_some_and(|at| {
+                let rest = &line[at + path.len()..];
+                rest.is_empty() || rest == b" (deleted)"
+            })
+    })
+}
+
+/// The names of the abstract unix sockets bound in this network namespace
+/// (`@name`, without the NUL padding `/proc/net/unix` shows as `@`).
+pub fn abstract_sockets() -> Vec<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .map(|text| parse_abstract_sockets(&text))
+        .unwrap_or_default()
+}
+
+/// The abstract names in the text of `/proc/net/unix`.
+pub fn parse_abstract_sockets(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .filter(|name| name.starts_with('@'))
+        .map(|name| name.trim_end_matches('@').to_string())
+        .collect()
+}
+
 /// `/proc/PID/status` of `pid`, if it still exists.
 pub fn status_of(pid: u32) -> Option<String> {
     std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()
@@ -73,6 +121,35 @@ mod tests {
         assert_eq!(status_bytes(status, "Threads"), Some(12));
         assert_eq!(status_bytes(status, "Rss"), None, "a prefix is not a field");
         assert_eq!(status_bytes(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn maps_mention_a_path_only_as_a_whole_mapping() {
+        let maps = b"7f64-7f65 rw-s 00000000 00:1b 219    /dev/shm/envoy_shared_memory_120\n\
+                     7f66-7f67 rw-s 00000000 00:1b 220    /dev/shm/envoy_shared_memory_130 (deleted)\n";
+        assert!(maps_mention(maps, b"/dev/shm/envoy_shared_memory_120"));
+        assert!(maps_mention(maps, b"/dev/shm/envoy_shared_memory_130"));
+        assert!(!maps_mention(maps, b"/dev/shm/envoy_shared_memory_12"));
+        assert!(!maps_mention(maps, b"/dev/shm/envoy_shared_memory_1"));
+    }
+
+    #[test]
+    fn abstract_socket_names_lose_their_padding() {
+        let text = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000090: 00000002 00000000 00000000 0002 01 3416111 @envoy_domain_socket_child_1938123580@@@@\n\
+            00000000b4: 00000002 00000000 00010000 0001 01 6033141 /var/run/docker.sock\n\
+            000000001a: 00000003 00000000 00000000 0001 03 6033163\n";
+        assert_eq!(
+            parse_abstract_sockets(text),
+            vec!["@envoy_domain_socket_child_1938123580".to_string()]
+        );
+    }
+
+    #[test]
+    fn this_process_uses_its_own_executable() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert!(users_of(&exe).contains(&std::process::id()));
+        assert!(users_of(Path::new("/no/such/file")).is_empty());
     }
 
     #[test]
