@@ -205,19 +205,30 @@ impl Baton {
 
     /// As [`Baton::start`], with extra environment variables for baton (and its epochs).
     pub fn start_with_env(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Self {
+        Self::start_prepared(dir, args, env, |_| {})
+    }
+
+    /// As [`Baton::start_with_env`], with `prepare` applied to the command just
+    /// before it is spawned (a `pre_exec` that moves baton into a cgroup).
+    pub fn start_prepared(
+        dir: tempfile::TempDir,
+        args: &[String],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Self {
         let log = dir.path().join("baton.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--log-format", "json", "--log-level", "debug"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
             // baton's private files (notify sockets) go into the test's own temp dir.
             .env("TMPDIR", dir.path())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("spawn baton");
+            .stderr(file);
+        prepare(&mut cmd);
+        let child = cmd.spawn().expect("spawn baton");
         Baton {
             child,
             status_port: 0,
