@@ -209,7 +209,7 @@ fn a_restart_that_does_not_fit_the_memory_limit_is_refused_and_no_request_fails(
         .expect("the refusal's figures");
     let before = load.ok();
     eventually("requests after the refusal", START, || {
-        (load.ok() > before + 500).then_some(())
+        (load.ok() > before + 3000).then_some(())
     });
     let tally = load.stop();
 
