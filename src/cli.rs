@@ -251,6 +251,18 @@ pub struct SupervisionArgs {
     /// Backoff after the second crash in a row; doubles up to 30s.
     #[arg(long, env = "BATON_CRASH_BACKOFF", default_value = human(defaults::CRASH_BACKOFF), value_parser = duration)]
     pub crash_backoff: Duration,
+    /// Refuse a restart when the container's memory limit cannot hold a second proxy.
+    #[arg(long, env = "BATON_MEMORY_CHECK", value_enum, default_value_t = defaults::MEMORY_CHECK)]
+    pub memory_check: Switch,
+}
+
+/// A feature turned `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// `baton envoy`.
@@ -370,6 +382,21 @@ mod tests {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
         assert!(duration("soon").unwrap_err().contains("soon"));
+    }
+
+    #[test]
+    fn memory_check_is_on_unless_turned_off() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["baton", "envoy"];
+            argv.extend_from_slice(extra);
+            let Command::Envoy(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not envoy")
+            };
+            args.supervision.memory_check
+        };
+        assert_eq!(parse(&[]), Switch::On);
+        assert_eq!(parse(&["--memory-check", "off"]), Switch::Off);
+        assert!(Cli::try_parse_from(["baton", "envoy", "--memory-check", "maybe"]).is_err());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub const CRASH_BUDGET: u32 = 5;
 pub const CRASH_BACKOFF: Duration = Duration::from_secs(1);
 /// `--stats-flush-interval`.
 pub const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// `--memory-check`.
+pub const MEMORY_CHECK: crate::cli::Switch = crate::cli::Switch::On;
 /// `--max-draining`.
 pub const MAX_DRAINING: usize = 32;
 /// `--admin-port`.

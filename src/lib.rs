@@ -35,6 +35,7 @@ mod exit;
 mod handoff;
 mod http_client;
 mod logging;
+mod memory;
 mod proxy;
 mod ready;
 #[allow(unsafe_code)]

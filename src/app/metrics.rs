@@ -14,6 +14,7 @@ pub(super) struct BatonMetrics {
     rotations: Counter,
     crashes: Counter,
     restart_duration_ms: Gauge,
+    watch_errors: Counter,
     failures: Vec<(FailureReason, Counter)>,
 }
 
@@ -37,6 +38,7 @@ impl BatonMetrics {
             rotations: segment.counter(&name("rotations"))?,
             crashes: segment.counter(&name("proxy_crashes"))?,
             restart_duration_ms: segment.gauge(&name("restart_duration_ms"))?,
+            watch_errors: segment.counter(&name("watch_errors"))?,
             failures,
         })
     }
@@ -47,6 +49,7 @@ impl BatonMetrics {
         advance(&self.restarts, counts.restarts);
         advance(&self.rotations, counts.rotations);
         advance(&self.crashes, counts.crashes);
+        advance(&self.watch_errors, counts.watch_errors);
         for (reason, counter) in &self.failures {
             advance(counter, counts.failures_of(*reason));
         }

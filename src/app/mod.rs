@@ -50,6 +50,9 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
     }
     std::fs::create_dir_all(&driver.config_dir)
         .with_context(|| format!("creating --config-dir {}", driver.config_dir.display()))?;
+    let config_dir = driver.config_dir.clone();
+    // A baton killed before it could clean up left its files and Envoy's segments.
+    envoy::leftovers::sweep_and_log(&config_dir, "starting");
     let code = in_runtime(async move {
         let resources = Resources::acquire(&supervision).await?;
         let receiver =
@@ -75,6 +78,9 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
         let proxy = EnvoyProxy::new(driver, resources.reaper.clone(), port, version);
         supervise(proxy, resources, supervision).await
     });
+    // The runtime is gone, every task with it: a preflight that was still writing
+    // when the shutdown came has written its last file.
+    envoy::leftovers::sweep_and_log(&config_dir, "exiting");
     if let Some(dir) = owned_config_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -162,7 +168,13 @@ async fn supervise<P: Proxy>(
         return Ok(exit::CONFIG);
     }
     let _watcher = triggers::watch_files(&supervision, events.clone())?;
-    let mut shell = Shell::new(proxy, reaper, events.clone());
+    let memory = if supervision.memory_check {
+        crate::memory::MemoryCheck::detect()
+    } else {
+        tracing::info!("memory check off (--memory-check off)");
+        None
+    };
+    let mut shell = Shell::new(proxy, reaper, events.clone(), memory);
 
     let _ = events.send(Event::Start);
     loop {

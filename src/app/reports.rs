@@ -110,5 +110,9 @@ pub(super) fn log(report: &Report) {
             chain,
             "hot-restart chain can no longer be extended ({why}); the next epoch starts a new chain"
         ),
+        Report::WatchFailed { message } => tracing::error!(
+            "file watch failed; changes there go unnoticed until it is re-armed: {message}"
+        ),
+        Report::WatchRestored => tracing::info!("file watch re-armed; every watched path is watched"),
     }
 }

@@ -20,8 +20,9 @@ use tokio::task::AbortHandle;
 
 use super::output::Relay;
 use super::reports;
-use crate::proxy::Proxy;
-use crate::supervisor::{Action, Event, Launch, Millis, StopSignal};
+use crate::memory::MemoryCheck;
+use crate::proxy::{PreflightError, Prepared, Proxy};
+use crate::supervisor::{Action, Event, FailureReason, Launch, Millis, StopSignal};
 use crate::sys::spawn::clean_slate;
 use crate::sys::{signal_name, Reaper};
 
@@ -66,17 +67,26 @@ pub(super) struct Shell<P: Proxy> {
     ready_watches: HashMap<u32, AbortHandle>,
     /// Launches spawned, for their readiness watch.
     launches: HashMap<u32, Launch>,
+    /// `--memory-check`: `None` when off or when there is no cgroup to read.
+    memory: Option<Arc<MemoryCheck>>,
 }
 
 impl<P: Proxy> Shell<P> {
-    /// A shell that reports outcomes on `events`.
-    pub fn new(proxy: P, reaper: Reaper, events: UnboundedSender<Event>) -> Self {
+    /// A shell that reports outcomes on `events`, and checks memory headroom
+    /// with `memory` before every restart.
+    pub fn new(
+        proxy: P,
+        reaper: Reaper,
+        events: UnboundedSender<Event>,
+        memory: Option<MemoryCheck>,
+    ) -> Self {
         Shell {
             proxy: Arc::new(proxy),
             reaper,
             events,
             ready_watches: HashMap::new(),
             launches: HashMap::new(),
+            memory: memory.map(Arc::new),
         }
     }
 
@@ -88,7 +98,11 @@ impl<P: Proxy> Shell<P> {
     /// Carry out one action. `Some(code)` means: leave with this exit code.
     pub fn execute(&mut self, action: Action) -> Option<i32> {
         match action {
-            Action::Preflight { epoch, trusted } => self.preflight(epoch, trusted),
+            Action::Preflight {
+                epoch,
+                serving_pid,
+                trusted,
+            } => self.preflight(epoch, serving_pid, trusted),
             Action::Spawn(launch) => self.spawn(launch),
             Action::WatchReady { epoch, pid } => self.watch_ready(epoch, pid),
             Action::Drain { epoch, pid } => self.proxy.drain(epoch, pid),
@@ -156,11 +170,12 @@ impl<P: Proxy> Shell<P> {
         None
     }
 
-    fn preflight(&mut self, epoch: u32, trusted: Vec<String>) {
+    fn preflight(&mut self, epoch: u32, serving_pid: Option<u32>, trusted: Vec<String>) {
         let proxy = self.proxy.clone();
         let events = self.events.clone();
+        let memory = self.memory.clone().zip(serving_pid);
         tokio::spawn(async move {
-            let event = match proxy.preflight(epoch, &trusted).await {
+            let event = match preflight(&*proxy, epoch, &trusted, memory).await {
                 Ok(prepared) => {
                     for note in &prepared.notes {
                         tracing::info!(epoch, "{note}");
@@ -270,11 +285,74 @@ impl<P: Proxy> Shell<P> {
         let events = self.events.clone();
         let task = tokio::spawn(async move {
             let event = match proxy.wait_ready(&launch, pid).await {
-                Ok(()) => Event::Ready { epoch },
+                Ok(()) => {
+                    // It serves now: a newcomer, not it, is the OOM killer's choice.
+                    crate::sys::oom::settle(pid);
+                    Event::Ready { epoch }
+                }
                 Err(message) => Event::NotReady { epoch, message },
             };
             let _ = events.send(event);
         });
         self.ready_watches.insert(epoch, task.abort_handle());
+    }
+}
+
+/// The driver's preflight, between two memory checks when an epoch serves: before
+/// it (the validator is about to run) and after it (the new epoch is about to).
+async fn preflight<P: Proxy>(
+    proxy: &P,
+    epoch: u32,
+    trusted: &[String],
+    memory: Option<(Arc<MemoryCheck>, u32)>,
+) -> Result<Prepared, PreflightError> {
+    if let Some((check, serving)) = &memory {
+        room(check, *serving, epoch, "the validator and a new epoch").await?;
+    }
+    let prepared = proxy.preflight(epoch, trusted).await?;
+    if let Some((check, serving)) = &memory {
+        room(check, *serving, epoch, "a new epoch").await?;
+    }
+    Ok(prepared)
+}
+
+/// One memory check, off the runtime's thread (it walks `/proc`).
+async fn room(
+    check: &Arc<MemoryCheck>,
+    serving: u32,
+    epoch: u32,
+    what: &'static str,
+) -> Result<(), PreflightError> {
+    let check = check.clone();
+    let verdict = tokio::task::spawn_blocking(move || check.room_for(serving, what)).await;
+    match verdict {
+        Ok(Ok(Some(f))) => {
+            tracing::info!(
+                epoch,
+                limit_bytes = f.limit,
+                working_set_bytes = f.working_set,
+                needed_bytes = f.needed(),
+                "memory check passed: {what} fits ({f})"
+            );
+            Ok(())
+        }
+        Ok(Ok(None)) => Ok(()),
+        Ok(Err(no_room)) => {
+            let f = no_room.figures;
+            tracing::warn!(
+                epoch,
+                limit_bytes = f.limit,
+                working_set_bytes = f.working_set,
+                serving_bytes = f.serving,
+                needed_bytes = f.needed(),
+                "memory check refused the restart"
+            );
+            Err(PreflightError::new(
+                FailureReason::Memory,
+                no_room.to_string(),
+            ))
+        }
+        // Only when the runtime shuts down.
+        Err(_) => Ok(()),
     }
 }

@@ -1,5 +1,6 @@
 //! File triggers: wait for watched files at startup, then turn each real content
-//! change into one `RestartRequested(FileChange)`, after an optional jitter.
+//! change into one `RestartRequested(FileChange)`, after an optional jitter, and a
+//! watch that fails (or is back) into `WatchFailed` (`WatchRestored`).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 
 use crate::config::Supervision;
 use crate::supervisor::{Event, Trigger};
-use crate::watch::{self, WatchConfig, WatchHandle};
+use crate::watch::{self, Notice, WatchConfig, WatchHandle};
 
 /// Wait up to `--cert-wait` for the certificates and `--watch` paths to exist (a
 /// secret volume may be filled moments after the pod starts), saying what is
@@ -42,25 +43,29 @@ pub fn watch_files(
     tracing::info!(paths = ?s.watched, "watching files");
     let jitter = s.restart_jitter;
     tokio::spawn(async move {
-        while let Some(change) = changes.recv().await {
-            let detect_ms = change
-                .decided_at
-                .duration_since(change.first_event_at)
-                .as_millis() as u64;
-            let delay = random_up_to(jitter);
-            tracing::info!(
-                changed = ?change.changed,
-                detect_ms,
-                jitter_ms = delay.as_millis() as u64,
-                "watched content changed"
-            );
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            if events
-                .send(Event::RestartRequested(Trigger::FileChange))
-                .is_err()
-            {
+        while let Some(notice) = changes.recv().await {
+            let event = match notice {
+                Notice::Changed(change) => {
+                    let detect_ms = change
+                        .decided_at
+                        .duration_since(change.first_event_at)
+                        .as_millis() as u64;
+                    let delay = random_up_to(jitter);
+                    tracing::info!(
+                        changed = ?change.changed,
+                        detect_ms,
+                        jitter_ms = delay.as_millis() as u64,
+                        "watched content changed"
+                    );
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Event::RestartRequested(Trigger::FileChange)
+                }
+                Notice::Failed(message) => Event::WatchFailed { message },
+                Notice::Restored => Event::WatchRestored,
+            };
+            if events.send(event).is_err() {
                 break;
             }
         }

@@ -28,6 +28,15 @@ pub enum CertError {
         /// What the PEM reader said.
         reason: String,
     },
+    /// The file ends inside a PEM section: it lacks the section's end line,
+    /// typically because it was read while being written.
+    #[error("{}: missing \"-----END {label}-----\" (the file ends inside its {label} section; written only in part?)", path.display())]
+    PemTruncated {
+        /// The file.
+        path: PathBuf,
+        /// The label of the unfinished section (`CERTIFICATE`, `PRIVATE KEY`…).
+        label: String,
+    },
     /// The certificate file holds no `CERTIFICATE` section.
     #[error("{}: no PEM certificate found", path.display())]
     NoCertificate {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 
 use super::CertError;
@@ -68,10 +68,29 @@ fn read(path: &Path) -> Result<Vec<u8>, CertError> {
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
     <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Pem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            // The file ends inside a section: typically caught half-written.
+            pem::Error::MissingSectionEnd { end_marker } => CertError::PemTruncated {
+                path: path.to_path_buf(),
+                label: String::from_utf8_lossy(&end_marker).into_owned(),
+            },
+            other => CertError::Pem {
+                path: path.to_path_buf(),
+                reason: describe(&other),
+            },
         })
+}
+
+/// The PEM reader's complaint in words: its `Display` prints the offending bytes
+/// as a list of numbers.
+fn describe(e: &pem::Error) -> String {
+    match e {
+        pem::Error::IllegalSectionStart { line } => format!(
+            "malformed section start line {:?}",
+            String::from_utf8_lossy(line).trim_end()
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

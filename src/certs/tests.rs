@@ -316,7 +316,46 @@ fn certificate_truncated_mid_write_is_an_error() {
     let text = fs::read_to_string(&cert).unwrap();
     let half = dir.write("tls.crt", &text[..text.len() / 2]);
     let err = check_pair(&half, &key, now()).unwrap_err();
-    assert!(matches!(err, CertError::Pem { .. }), "{err}");
+    assert!(matches!(err, CertError::PemTruncated { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: missing \"-----END CERTIFICATE-----\" (the file ends inside its CERTIFICATE section; written only in part?)",
+            half.display()
+        )
+    );
+}
+
+#[test]
+fn malformed_section_start_is_reported_as_text_not_bytes() {
+    let dir = Dir::new();
+    let key = dir.key("tls.key", Key::Ed25519);
+    let cert = dir.write("tls.crt", "-----BEGIN CERTIFICATE--\nAAAA\n");
+    let err = check_pair(&cert, &key, now()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CertError::Pem { .. }), "{text}");
+    assert!(
+        text.contains("malformed section start line \"-----BEGIN CERTIFICATE--\""),
+        "{text}"
+    );
+    assert!(!text.contains("[45, 45"), "{text}");
+}
+
+#[test]
+fn half_written_key_names_the_key_file_and_its_marker() {
+    let dir = Dir::new();
+    let key = dir.key("full.key", Key::Ed25519);
+    let cert = dir.self_signed("tls.crt", &key, "example.com");
+    let text = fs::read_to_string(&key).unwrap();
+    let half = dir.write("tls.key", &text[..text.len() / 2]);
+    let err = check_pair(&cert, &half, now()).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: missing \"-----END PRIVATE KEY-----\"",
+            half.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

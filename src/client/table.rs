@@ -54,6 +54,9 @@ pub fn render_status(report: &EpochsReport) -> String {
         "last error: {}",
         report.last_error.as_deref().unwrap_or("none")
     );
+    if let Some(why) = &report.watch_error {
+        let _ = writeln!(out, "file watch failing: {why}");
+    }
     out
 }
 
@@ -123,6 +126,8 @@ mod tests {
             restarts_total: 2,
             restart_failures: BTreeMap::from([("config".to_string(), 1)]),
             crashes_total: 0,
+            watch_error: None,
+            watch_errors_total: 0,
         };
         let expected = "\
 EPOCH  PID  STATE      AGE       EXIT
@@ -146,6 +151,8 @@ last error: epoch 2: config: bad cluster
             restarts_total: 0,
             restart_failures: BTreeMap::new(),
             crashes_total: 0,
+            watch_error: None,
+            watch_errors_total: 0,
         };
         let text = render_status(&report);
         assert!(text.contains("(no epochs)\n"), "{text}");

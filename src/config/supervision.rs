@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{StatusAddr, SupervisionArgs, TriggerArgs};
+use crate::cli::{StatusAddr, SupervisionArgs, Switch, TriggerArgs};
 use crate::defaults;
 use crate::supervisor::{Backoff, DriverKind, Policy};
 
@@ -34,6 +34,8 @@ pub struct Supervision {
     pub cert_wait: Duration,
     /// Slots of the stats segment.
     pub stats_slots: u32,
+    /// Check the memory limit before every restart (`--memory-check`).
+    pub memory_check: bool,
 }
 
 /// The driver-specific parts of the policy.
@@ -75,6 +77,7 @@ pub(super) fn supervision(
         restart_jitter: t.restart_jitter,
         cert_wait: t.cert_wait,
         stats_slots: s.stats_slots,
+        memory_check: s.memory_check == Switch::On,
     }
 }
 

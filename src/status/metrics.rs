@@ -123,6 +123,11 @@ fn registry(snapshot: &Snapshot, envoy_up: Option<bool>) -> Registry {
         "Times the serving epoch died",
         ConstCounter::new(snapshot.crashes_total),
     );
+    r.register(
+        "watch_errors",
+        "Times a watched path could not be watched (its changes went unnoticed)",
+        ConstCounter::new(snapshot.watch_errors_total),
+    );
     if let Some(ms) = snapshot.last_restart_duration_ms {
         let seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         // u64 milliseconds to f64 loses precision only past 2^53 ms.

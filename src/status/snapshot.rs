@@ -94,6 +94,10 @@ pub struct Snapshot {
     pub rotations_total: u64,
     /// How long the last successful restart took, request to ready.
     pub last_restart_duration_ms: Option<u64>,
+    /// Why a watched path is not watched right now (changes there go unnoticed).
+    pub watch_error: Option<String>,
+    /// Times a watched path could not be watched.
+    pub watch_errors_total: u64,
     /// When baton started.
     #[serde(with = "rfc3339")]
     pub started_at: SystemTime,
@@ -147,6 +151,8 @@ impl Snapshot {
             crashes_total: counts.crashes,
             rotations_total: counts.rotations,
             last_restart_duration_ms: counts.last_restart_ms,
+            watch_error: state.watch_error().map(str::to_string),
+            watch_errors_total: counts.watch_errors,
             started_at: info.started_at,
             driver: info.driver.label().into(),
             envoy_admin: info.envoy_admin,
@@ -165,6 +171,8 @@ impl Snapshot {
             crashes_total: 0,
             rotations_total: 0,
             last_restart_duration_ms: None,
+            watch_error: None,
+            watch_errors_total: 0,
             started_at,
             driver: driver.into(),
             envoy_admin: None,
@@ -204,6 +212,12 @@ pub struct EpochsReport {
     pub restart_failures: BTreeMap<String, u64>,
     /// Times the serving epoch died.
     pub crashes_total: u64,
+    /// Why a watched path is not watched right now, if one is not.
+    #[serde(default)]
+    pub watch_error: Option<String>,
+    /// Times a watched path could not be watched.
+    #[serde(default)]
+    pub watch_errors_total: u64,
 }
 
 impl EpochsReport {
@@ -217,6 +231,8 @@ impl EpochsReport {
             restarts_total: snapshot.restarts_total,
             restart_failures: snapshot.restart_failures.clone(),
             crashes_total: snapshot.crashes_total,
+            watch_error: snapshot.watch_error.clone(),
+            watch_errors_total: snapshot.watch_errors_total,
         }
     }
 }

@@ -98,6 +98,10 @@ pub enum Report {
     ChainRepairFailed { chain: u32, why: String },
     /// The hot-restart chain can no longer be extended; the next epoch starts a new one.
     ChainAbandoned { chain: u32, why: &'static str },
+    /// A watched path cannot be watched: a rotation there would go unnoticed.
+    WatchFailed { message: String },
+    /// The file watcher watches every path again after a failure.
+    WatchRestored,
 }
 
 /// One instruction for the shell. Each is small and independent; the shell runs them
@@ -105,10 +109,16 @@ pub enum Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Render and validate the configuration of `epoch`, then answer
-    /// `PreflightPassed` or `PreflightFailed`. `trusted`: digests of configurations
-    /// that already reached serving; one of them again needs no proxy validation
-    /// (every other check still runs).
-    Preflight { epoch: u32, trusted: Vec<String> },
+    /// `PreflightPassed` or `PreflightFailed`. `serving_pid` is the process of the
+    /// epoch that serves meanwhile, whose memory tells what a second proxy needs
+    /// (`None`: nothing serves, nothing to compare with). `trusted`: digests of
+    /// configurations that already reached serving; one of them again needs no
+    /// proxy validation (every other check still runs).
+    Preflight {
+        epoch: u32,
+        serving_pid: Option<u32>,
+        trusted: Vec<String>,
+    },
     /// Start the process; answer `Spawned` or `SpawnFailed`, and later `Exited`.
     Spawn(Launch),
     /// Watch readiness of the started epoch, bounded by `--ready-timeout`; answer
@@ -133,7 +143,8 @@ pub enum Action {
     Forward { pid: u32, signal: i32 },
     /// Feed `event` back into `step` after `after` ms.
     Schedule { after: Millis, event: Event },
-    /// The epoch is gone: remove its files (`envoy-rev<N>.json`).
+    /// The epoch is gone, or was dropped while it prepared (its preflight may still
+    /// be writing): remove its files (`envoy-rev<N>.json`).
     Cleanup { epoch: u32 },
     /// Envoy: clear the "initialising" flag a dead new epoch left in the chain's
     /// shared memory; answer `ChainRepaired` or `ChainRepairFailed`.

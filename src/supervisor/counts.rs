@@ -19,6 +19,8 @@ pub struct Counts {
     pub failures: BTreeMap<FailureReason, u64>,
     /// Trigger → serving of the last restart after the first epoch.
     pub last_restart_ms: Option<Millis>,
+    /// Times a watched path could not be watched.
+    pub watch_errors: u64,
 }
 
 impl Counts {
@@ -39,6 +41,7 @@ impl Counts {
             }
             Report::RestartFailed { reason, .. } => *self.failures.entry(*reason).or_default() += 1,
             Report::Crashed { .. } => self.crashes += 1,
+            Report::WatchFailed { .. } => self.watch_errors += 1,
             _ => {}
         }
     }

@@ -48,6 +48,8 @@ pub enum FailureReason {
     Cert,
     /// A user `--preflight` command failed.
     Preflight,
+    /// The container's memory would not hold a second proxy beside the serving one.
+    Memory,
     /// The process could not be started at all.
     Spawn,
     /// It did not become ready within `--ready-timeout`.
@@ -58,11 +60,12 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, so each `restart_failures` series exists from the start.
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 8] = [
         FailureReason::Template,
         FailureReason::Config,
         FailureReason::Cert,
         FailureReason::Preflight,
+        FailureReason::Memory,
         FailureReason::Spawn,
         FailureReason::NotReady,
         FailureReason::Exited,
@@ -75,6 +78,7 @@ impl FailureReason {
             FailureReason::Config => "config",
             FailureReason::Cert => "cert",
             FailureReason::Preflight => "preflight",
+            FailureReason::Memory => "memory",
             FailureReason::Spawn => "spawn",
             FailureReason::NotReady => "not_ready",
             FailureReason::Exited => "exited",
@@ -82,6 +86,8 @@ impl FailureReason {
     }
 
     /// Failures found before a process exists: the configuration itself is bad.
+    /// (`Memory` is found before too, but is the container's state, not the
+    /// configuration's: it passes when the next trigger finds room.)
     pub fn is_config_problem(self) -> bool {
         matches!(
             self,
@@ -201,4 +207,9 @@ pub enum Event {
     ShutdownKillDeadline,
     /// A signal to pass on to the serving epoch (SIGUSR1, SIGUSR2, SIGWINCH).
     Forward { signal: i32 },
+    /// A watched path can no longer be watched: its changes go unnoticed until
+    /// `WatchRestored`.
+    WatchFailed { message: String },
+    /// Every watched path is watched again.
+    WatchRestored,
 }

@@ -57,13 +57,15 @@ enum Move {
     Drain,
     Shutdown,
     Forward,
+    /// The file watcher loses (`false`) or regains (`true`) a watch.
+    Watch(bool),
     Wait(u64),
 }
 
 fn a_move() -> impl Strategy<Value = Move> {
     prop_oneof![
         3 => (0u8..3).prop_map(Move::Trigger),
-        4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..4)
+        4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..5)
             .prop_map(|(pick, pass, reason)| Move::Preflight { pick, pass, reason }),
         4 => (any::<usize>(), prop::bool::weighted(0.9))
             .prop_map(|(pick, ok)| Move::Spawn { pick, ok }),
@@ -77,6 +79,7 @@ fn a_move() -> impl Strategy<Value = Move> {
         1 => Just(Move::Drain),
         1 => Just(Move::Shutdown),
         1 => Just(Move::Forward),
+        1 => any::<bool>().prop_map(Move::Watch),
         3 => (0u64..80_000).prop_map(Move::Wait),
     ]
 }
@@ -125,6 +128,9 @@ struct World {
     timers: Vec<(Millis, Event)>,
     repairs: Vec<u32>,
     connection_watches: usize,
+    /// Epochs whose preflight wrote their files (as the Envoy driver does before it
+    /// reports a pass), until a `Cleanup` removes them.
+    files: std::collections::BTreeSet<u32>,
     next_pid: u32,
     exit: Option<i32>,
 }
@@ -140,6 +146,7 @@ impl World {
             timers: Vec::new(),
             repairs: Vec::new(),
             connection_watches: 0,
+            files: std::collections::BTreeSet::new(),
             next_pid: 1000,
             exit: None,
         }
@@ -158,7 +165,13 @@ impl World {
     fn carry_out(&mut self, action: Action) -> Result<(), TestCaseError> {
         prop_assert!(self.exit.is_none(), "{action:?} after Exit");
         match action {
-            Action::Preflight { epoch, .. } => self.preflights.push(epoch),
+            Action::Preflight {
+                epoch, serving_pid, ..
+            } => {
+                // The memory check compares with the process that serves now.
+                prop_assert_eq!(serving_pid, self.s.serving().and_then(|e| e.pid));
+                self.preflights.push(epoch);
+            }
             Action::Spawn(launch) => self.spawns.push(launch),
             Action::WatchReady { epoch, pid } => {
                 let p = self.procs.iter_mut().find(|p| p.pid == pid);
@@ -179,10 +192,12 @@ impl World {
             Action::RepairChain { chain } => self.repairs.push(chain),
             Action::Exit { code } => self.exit = Some(code),
             Action::WatchConnections { .. } => self.connection_watches += 1,
+            Action::Cleanup { epoch } => {
+                self.files.remove(&epoch);
+            }
             Action::Drain { .. }
             | Action::DrainListeners { .. }
             | Action::Forward { .. }
-            | Action::Cleanup { .. }
             | Action::ReleaseChain { .. }
             | Action::StandIn { .. }
             | Action::Report(_) => {}
@@ -200,6 +215,9 @@ impl World {
                 let Some(epoch) = take(&mut self.preflights, pick) else {
                     return Ok(());
                 };
+                if pass {
+                    self.files.insert(epoch);
+                }
                 self.feed(if pass {
                     Event::PreflightPassed {
                         epoch,
@@ -296,6 +314,13 @@ impl World {
             Move::Drain => self.feed(Event::DrainRequested),
             Move::Shutdown => self.feed(Event::ShutdownRequested),
             Move::Forward => self.feed(Event::Forward { signal: 10 }),
+            Move::Watch(restored) => self.feed(if restored {
+                Event::WatchRestored
+            } else {
+                Event::WatchFailed {
+                    message: "generated".into(),
+                }
+            }),
             Move::Wait(ms) => {
                 self.now += ms;
                 Ok(())
@@ -322,6 +347,7 @@ impl World {
                 return Ok(true);
             }
             if let Some(epoch) = take(&mut self.preflights, 0) {
+                self.files.insert(epoch);
                 self.feed(Event::PreflightPassed {
                     epoch,
                     config_digest: None,
@@ -533,6 +559,15 @@ fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
             );
         }
         prop_assert!(w.s.pending.is_none(), "a follow-up restart never ran");
+        // No epoch's files outlive it.
+        for epoch in &w.files {
+            prop_assert!(
+                w.s.epochs().iter().any(|e| e.number == *epoch),
+                "files of epoch {} left once everything settled: {:?}",
+                epoch,
+                w.s.epochs()
+            );
+        }
         // Shutdown always ends.
         w.feed(Event::ShutdownRequested)?;
         prop_assert!(w.settle()?, "shutdown did not settle");
@@ -548,6 +583,8 @@ fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
         w.s.epochs()
     );
     prop_assert!(w.procs.is_empty(), "processes left at exit: {:?}", w.procs);
+    // Files of a preflight still running at exit are the app's exit sweep's.
+    prop_assert!(w.files.is_empty(), "files left at exit: {:?}", w.files);
     Ok(())
 }
 

@@ -198,9 +198,15 @@ pub(super) fn on_preflight_failed(
     now: Millis,
     out: &mut Vec<Action>,
 ) {
-    let Some(i) = state.find(epoch) else { return };
+    // A preflight may fail after it wrote files (the memory check after the
+    // validator does): they go, whether the epoch is still known or was dropped.
+    let Some(i) = state.find(epoch) else {
+        out.push(Action::Cleanup { epoch });
+        return;
+    };
     if state.epochs[i].phase == Phase::Preparing {
         state.epochs.remove(i);
+        out.push(Action::Cleanup { epoch });
         start_failed(state, epoch, reason, message, None, now, out);
     }
 }
@@ -215,6 +221,8 @@ pub(super) fn on_spawn_failed(
 ) {
     let Some(i) = state.find(epoch) else { return };
     let aborted = state.epochs.remove(i).phase == Phase::Stopping;
+    // Its preflight wrote its files; no process will exit to have them removed.
+    out.push(Action::Cleanup { epoch });
     if aborted {
         shutdown::finish_if_empty(state, out);
     } else {

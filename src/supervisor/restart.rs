@@ -109,12 +109,15 @@ pub(super) fn on_gathered(state: &mut State, epoch: u32, out: &mut Vec<Action>) 
 
 fn read_inputs(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
     let Some(i) = state.find(epoch) else { return };
+    let serving_pid = state.serving().and_then(|e| e.pid);
+    let trusted: Vec<String> = state.served_digests.iter().cloned().collect();
     let e = &mut state.epochs[i];
     if e.phase == Phase::Preparing && !e.inputs_read {
         e.inputs_read = true;
         out.push(Action::Preflight {
             epoch,
-            trusted: state.served_digests.iter().cloned().collect(),
+            serving_pid,
+            trusted,
         });
     }
 }
@@ -125,12 +128,18 @@ pub(super) fn on_preflight_passed(
     config_digest: Option<String>,
     out: &mut Vec<Action>,
 ) {
-    let Some(i) = state.find(epoch) else { return };
+    let Some(i) = state.find(epoch) else {
+        // Dropped while it prepared (a drain or shutdown): what its preflight wrote
+        // since the drop must go too.
+        out.push(Action::Cleanup { epoch });
+        return;
+    };
     if state.epochs[i].phase != Phase::Preparing {
         return;
     }
     if state.stage != Stage::Running {
         state.epochs.remove(i);
+        out.push(Action::Cleanup { epoch });
         return;
     }
     let (chain, restart_epoch) = chain::place(state);

@@ -84,7 +84,7 @@ pub(super) fn on_shutdown_requested(state: &mut State, out: &mut Vec<Action>) {
 /// starting or failing one killed (one whose spawn is not reported yet is killed
 /// when it is).
 fn abort_in_flight(state: &mut State, out: &mut Vec<Action>) {
-    state.epochs.retain(|e| e.phase != Phase::Preparing);
+    drop_preparing(state, out);
     for e in state.epochs.iter_mut() {
         if !matches!(e.phase, Phase::Starting | Phase::Failing) {
             continue;
@@ -98,6 +98,19 @@ fn abort_in_flight(state: &mut State, out: &mut Vec<Action>) {
             });
         }
     }
+}
+
+/// Forget the epochs still preparing; their preflight may already have written
+/// files, which `Cleanup` removes (a file written after it is removed when the
+/// preflight's late outcome arrives, or at exit).
+fn drop_preparing(state: &mut State, out: &mut Vec<Action>) {
+    state.epochs.retain(|e| {
+        let preparing = e.phase == Phase::Preparing;
+        if preparing {
+            out.push(Action::Cleanup { epoch: e.number });
+        }
+        !preparing
+    });
 }
 
 pub(super) fn on_drain_elapsed(state: &mut State, out: &mut Vec<Action>) {
@@ -136,7 +149,7 @@ pub(super) fn terminate_all(state: &mut State, out: &mut Vec<Action>) {
     state.stage = Stage::ShutdownTerminating;
     state.pending = None;
     state.backoff = BackoffTimer::Unarmed;
-    state.epochs.retain(|e| e.phase != Phase::Preparing);
+    drop_preparing(state, out);
     for e in state.epochs.iter_mut() {
         e.phase = Phase::Stopping;
         if let Some(pid) = e.pid {

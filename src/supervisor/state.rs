@@ -84,6 +84,8 @@ pub struct State {
     pub(super) serving_at_shutdown: Option<u32>,
     pub(super) exit_code: Option<i32>,
     pub(super) last_error: Option<String>,
+    /// Why a watched path is not watched, until the watcher says it is again.
+    pub(super) watch_error: Option<String>,
     pub(super) counts: Counts,
     /// Digests of the last [`TRUSTED`] configurations that reached serving.
     pub(super) served_digests: VecDeque<String>,
@@ -111,6 +113,7 @@ impl State {
             serving_at_shutdown: None,
             exit_code: None,
             last_error: None,
+            watch_error: None,
             counts: Counts::default(),
             served_digests: VecDeque::new(),
         }
@@ -139,6 +142,11 @@ impl State {
     /// The last restart or recovery failure, for the status endpoint.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+
+    /// Why a watched path is not watched right now, if one is not.
+    pub fn watch_error(&self) -> Option<&str> {
+        self.watch_error.as_deref()
     }
 
     /// `true` once shutdown has begun.

@@ -1,7 +1,7 @@
 //! `step`: one event in, the actions it calls for out. Each event is handled by the
 //! module of its concept; what the reports say happened is counted here, once.
 
-use super::action::Action;
+use super::action::{Action, Report};
 use super::event::{Event, Millis};
 use super::state::State;
 use super::{chain, handover, recovery, restart, shutdown};
@@ -64,6 +64,16 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
         Event::Forward { signal } => {
             if let Some(pid) = state.serving().and_then(|e| e.pid) {
                 out_.push(Action::Forward { pid, signal });
+            }
+        }
+        Event::WatchFailed { message } => {
+            state.watch_error = Some(message.clone());
+            state.last_error = Some(format!("file watch: {message}"));
+            out_.push(Action::Report(Report::WatchFailed { message }));
+        }
+        Event::WatchRestored => {
+            if state.watch_error.take().is_some() {
+                out_.push(Action::Report(Report::WatchRestored));
             }
         }
     }

@@ -45,20 +45,36 @@ pub async fn capture(
         })
     })
     .collect();
+    // Dropped before the command ends (baton shutting down mid-preflight): the
+    // command goes too, rather than outliving the preflight that wanted it.
+    let mut guard = KillOnDrop(Some(spawned.pid));
     let status = match tokio::time::timeout(timeout, spawned.exit).await {
         Ok(Ok(status)) => status,
-        Ok(Err(_)) => return Err(format!("{program}: process vanished")),
-        Err(_) => {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(spawned.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            return Err(format!("{program} did not finish within {timeout:?}"));
+        Ok(Err(_)) => {
+            // Reaped already: its pid may be another process's by now.
+            guard.0 = None;
+            return Err(format!("{program}: process vanished"));
         }
+        Err(_) => return Err(format!("{program} did not finish within {timeout:?}")),
     };
+    guard.0 = None;
     let mut output = String::new();
     for reader in readers {
         output.push_str(&reader.await.unwrap_or_default());
     }
     Ok((status, output))
+}
+
+/// Kills the process group of a command whose run was abandoned.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

@@ -50,6 +50,47 @@ pub fn segment_path(base_id: u64) -> PathBuf {
     PathBuf::from(format!("/dev/shm/envoy_shared_memory_{}", base_id * 10))
 }
 
+/// Why a segment must stay: some process still uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InUse {
+    /// These processes map it.
+    Mapped(Vec<u32>),
+    /// An Envoy of its base id still holds its hot-restart socket (a process of
+    /// another user, whose mappings cannot be read).
+    Socket(String),
+}
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InUse::Mapped(pids) => write!(f, "mapped by pid {pids:?}"),
+            InUse::Socket(name) => write!(f, "its Envoy still holds socket {name}"),
+        }
+    }
+}
+
+/// Whether the segment of `base_id` is in use: mapped by a process, or its base id
+/// still held by a live Envoy's hot-restart socket
+/// (`@envoy_domain_socket_<role>_<base_id*10+epoch>`). `None`: nobody uses it and
+/// it may be removed.
+pub fn in_use(base_id: u64) -> Option<InUse> {
+    let users = super::procfs::users_of(&segment_path(base_id));
+    if !users.is_empty() {
+        return Some(InUse::Mapped(users));
+    }
+    super::procfs::abstract_sockets()
+        .into_iter()
+        .find(|name| socket_base_id(name) == Some(base_id))
+        .map(InUse::Socket)
+}
+
+/// The base id an Envoy hot-restart socket name belongs to.
+fn socket_base_id(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("@envoy_domain_socket_")?;
+    let (_, id) = rest.rsplit_once('_')?;
+    Some(id.parse::<u64>().ok()? / 10)
+}
+
 /// Clear the INITIALIZING flag. Returns whether it was set. Call only when no epoch
 /// of the chain is initialising.
 pub fn clear_initializing(path: &Path) -> Result<bool, RepairError> {
@@ -105,6 +146,25 @@ mod tests {
     fn flags_of(path: &Path) -> u64 {
         let bytes = std::fs::read(path).unwrap();
         u64::from_ne_bytes(bytes[96..104].try_into().unwrap())
+    }
+
+    #[test]
+    fn hot_restart_sockets_name_their_base_id() {
+        assert_eq!(
+            socket_base_id("@envoy_domain_socket_child_1938123580"),
+            Some(193812358)
+        );
+        assert_eq!(
+            socket_base_id("@envoy_domain_socket_udp_parent_1938123581"),
+            Some(193812358)
+        );
+        assert_eq!(socket_base_id("@other_socket_12"), None);
+    }
+
+    #[test]
+    fn a_segment_nobody_uses_is_not_in_use() {
+        // No Envoy uses a base id this large.
+        assert_eq!(in_use(u64::MAX / 100), None);
     }
 
     #[test]

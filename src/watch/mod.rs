@@ -22,10 +22,14 @@
 //! any change to content made after [`spawn`] returns is reported.
 //! **Invariant:** one burst yields at most one [`Change`]; a burst whose content ends
 //! up as it started yields none.
-//! **Boundary:** the directories holding the watched paths must keep existing (a
-//! mount point does); a watched directory replaced by rename is followed, because its
-//! parent is watched too and every burst re-arms the watches by path.
+//! **Invariant:** a watch cannot die silently ([`arm`]): a watched directory that is
+//! removed is watched through its nearest existing ancestor until it is created
+//! again, then watched itself again (every burst re-arms the watches by path, which
+//! also follows a directory replaced by rename); a directory that cannot be watched
+//! is reported as [`Notice::Failed`], retried every [`RETRY_FAILED`], and
+//! [`Notice::Restored`] once it is watched again.
 
+mod arm;
 pub mod debounce;
 pub mod digest;
 mod wait;
@@ -50,6 +54,8 @@ pub use wait::{wait_for, WaitError};
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(100);
 /// Default cap: act at the latest this long after the first event of a burst.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(2);
+/// While a directory cannot be watched, try again this often.
+pub const RETRY_FAILED: Duration = Duration::from_secs(5);
 
 /// What to watch and how to debounce it.
 #[derive(Debug, Clone)]
@@ -88,6 +94,18 @@ pub struct Change {
     pub decided_at: Instant,
 }
 
+/// What the watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The content of some watched paths changed.
+    Changed(Change),
+    /// A directory cannot be watched: changes there go unnoticed until
+    /// [`Notice::Restored`].
+    Failed(String),
+    /// Every directory is watched again.
+    Restored,
+}
+
 /// Why watching could not start. Nothing here is retriable by waiting: the caller
 /// reports it and exits (a missing directory should have been waited for with
 /// [`wait_for`] first).
@@ -124,7 +142,8 @@ impl Drop for WatchHandle {
     }
 }
 
-/// Start watching `config.paths`; every content change is sent on `tx` as a [`Change`].
+/// Start watching `config.paths`; every content change is sent on `tx` as a
+/// [`Notice::Changed`], and a watch that fails later as [`Notice::Failed`].
 ///
 /// Must be called inside a tokio runtime (a current-thread one is fine): inotify's
 /// thread feeds a channel and the debounce loop is a task on that runtime. Hashing
@@ -133,7 +152,7 @@ impl Drop for WatchHandle {
 /// watcher stops when the handle is dropped or when `tx`'s receiver is gone.
 pub fn spawn(
     config: WatchConfig,
-    tx: mpsc::UnboundedSender<Change>,
+    tx: mpsc::UnboundedSender<Notice>,
 ) -> Result<WatchHandle, WatchError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -164,6 +183,11 @@ pub fn spawn(
                 source,
             })?;
     }
+    // Every directory is watched now: this only records it.
+    let mut arming = arm::Arming::new(dirs.clone());
+    for t in arming.arm(&mut watcher) {
+        tracing::warn!(?t, "file watch changed while starting");
+    }
     // After the watches, so nothing between the two steps can go unnoticed.
     let baseline = digest_set(&config.paths);
     tracing::debug!(dirs = ?dirs, "watching");
@@ -171,7 +195,7 @@ pub fn spawn(
     let task = runtime.spawn(run(
         Loop {
             watcher,
-            dirs: dirs.clone(),
+            arming,
             paths: config.paths,
             baseline,
             debounce: Debounce::new(config.quiet, config.cap),
@@ -217,11 +241,11 @@ pub fn dirs_to_watch(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 struct Loop {
     watcher: RecommendedWatcher,
-    dirs: Vec<PathBuf>,
+    arming: arm::Arming,
     paths: Vec<PathBuf>,
     baseline: Vec<Digest>,
     debounce: Debounce,
-    tx: mpsc::UnboundedSender<Change>,
+    tx: mpsc::UnboundedSender<Notice>,
 }
 
 /// Drained per wake-up at most, so that an event storm cannot keep the loop from
@@ -235,8 +259,13 @@ enum Wake {
 }
 
 async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
+    let mut retry_at = None;
     loop {
-        let wake = match state.debounce.deadline() {
+        let due = match (state.debounce.deadline(), retry_at) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
+        let wake = match due {
             None => events.recv().await.map_or(Wake::Closed, Wake::Event),
             Some(due) => tokio::select! {
                 event = events.recv() => event.map_or(Wake::Closed, Wake::Event),
@@ -257,10 +286,19 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
-        if let Some(first) = state.debounce.fire(Instant::now()) {
+        let now = Instant::now();
+        let first = state
+            .debounce
+            .fire(now)
+            .or_else(|| retry_at.filter(|at| *at <= now).map(|_| now));
+        if let Some(first) = first {
             if !state.settle(first).await {
                 return;
             }
+            retry_at = state
+                .arming
+                .failing()
+                .then(|| Instant::now() + RETRY_FAILED);
         }
     }
 }
@@ -288,16 +326,31 @@ impl Loop {
             decided_at,
         };
         tracing::debug!(changed = ?change.changed, latency = ?decided_at - first, "content changed");
-        self.tx.send(change).is_ok()
+        self.tx.send(Notice::Changed(change)).is_ok()
     }
 
     /// Watch every directory again by path. A directory replaced by rename keeps the
     /// old inode's watch, which goes silent; watching the path again arms the new one
-    /// (and is a no-op when nothing was replaced).
+    /// (and is a no-op when nothing was replaced). A removed one is watched through
+    /// its ancestor until it returns.
     fn rearm(&mut self) {
-        for dir in &self.dirs {
-            if let Err(e) = self.watcher.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::debug!(dir = %dir.display(), error = %e, "cannot re-arm watch");
+        for transition in self.arming.arm(&mut self.watcher) {
+            match transition {
+                arm::Transition::Gone { dir, watching } => tracing::warn!(
+                    dir = %dir.display(),
+                    watching = %watching.display(),
+                    "watched directory is gone; watching its nearest ancestor until it returns"
+                ),
+                arm::Transition::Back { dir } => tracing::info!(
+                    dir = %dir.display(),
+                    "watched directory is back; watching it again"
+                ),
+                arm::Transition::Failed { message } => {
+                    let _ = self.tx.send(Notice::Failed(message));
+                }
+                arm::Transition::Restored => {
+                    let _ = self.tx.send(Notice::Restored);
+                }
             }
         }
     }

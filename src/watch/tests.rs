@@ -18,7 +18,7 @@ const QUIET: Duration = Duration::from_millis(100);
 const DEADLINE: Duration = Duration::from_secs(10);
 
 struct Harness {
-    rx: UnboundedReceiver<Change>,
+    rx: UnboundedReceiver<Notice>,
     _handle: WatchHandle,
 }
 
@@ -43,7 +43,8 @@ impl Harness {
 
     async fn expect_change(&mut self) -> Change {
         match timeout(DEADLINE, self.rx.recv()).await {
-            Ok(Some(change)) => change,
+            Ok(Some(Notice::Changed(change))) => change,
+            Ok(Some(other)) => panic!("expected a change, got {other:?}"),
             Ok(None) => panic!("watcher stopped"),
             Err(_) => panic!("no change within {DEADLINE:?}"),
         }
@@ -198,8 +199,10 @@ async fn writes_that_never_pause_are_reported_by_the_cap() {
     let tmp = tempfile::tempdir().unwrap();
     let cert = tmp.path().join("tls.crt");
     write(&cert, "start");
-    let cap = Duration::from_millis(500);
-    let mut h = Harness::start_with(std::slice::from_ref(&cert), QUIET, cap);
+    // A quiet period far above the writer's pace: a machine busy enough to stall the
+    // writer for the whole quiet period would end the burst early (seen at 100 ms).
+    let (quiet, cap) = (Duration::from_millis(300), Duration::from_millis(800));
+    let mut h = Harness::start_with(std::slice::from_ref(&cert), quiet, cap);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -226,6 +229,54 @@ async fn writes_that_never_pause_are_reported_by_the_cap() {
         latency >= cap && latency < cap + Duration::from_secs(1),
         "decided {latency:?} after the first event, cap {cap:?}"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_removed_and_recreated_directory_is_watched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    fs::create_dir(&certs).unwrap();
+    let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+    write(&cert, "cert 1");
+    write(&key, "key 1");
+    let mut h = Harness::start(&[cert.clone(), key.clone()]);
+
+    // As some secret-sync tools do: the directory goes, for longer than the quiet
+    // period (so a burst settles while it is missing), then comes back.
+    fs::remove_dir_all(&certs).unwrap();
+    h.expect_none().await;
+    fs::create_dir(&certs).unwrap();
+    write(&cert, "cert 2");
+    write(&key, "key 2");
+    let change = h.expect_change().await;
+    h.expect_none().await;
+    assert_eq!(change.changed, vec![cert.clone(), key.clone()]);
+
+    // A later rotation in the recreated directory is seen too.
+    write(&cert, "cert 3");
+    assert_eq!(h.expect_exactly_one().await.changed, vec![cert]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_directory_recreated_several_levels_deep_is_watched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("secrets/tls/current");
+    fs::create_dir_all(&certs).unwrap();
+    let cert = certs.join("tls.crt");
+    write(&cert, "one");
+    let mut h = Harness::start(std::slice::from_ref(&cert));
+
+    fs::remove_dir_all(tmp.path().join("secrets")).unwrap();
+    h.expect_none().await;
+    // Each level appears in its own burst, so the watch climbs down one at a time.
+    fs::create_dir(tmp.path().join("secrets")).unwrap();
+    h.expect_none().await;
+    fs::create_dir_all(&certs).unwrap();
+    h.expect_none().await;
+    write(&cert, "two");
+    assert_eq!(h.expect_exactly_one().await.changed, vec![cert.clone()]);
+    write(&cert, "three");
+    assert_eq!(h.expect_exactly_one().await.changed, vec![cert]);
 }
 
 #[tokio::test(flavor = "current_thread")]

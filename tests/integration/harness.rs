@@ -390,19 +390,30 @@ pub struct Baton {
 impl Baton {
     /// Spawn `baton ARGS` (plus `env`) logging JSON into `root`/baton.log.
     fn spawn(root: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        Self::spawn_prepared(root, args, env, |_| {})
+    }
+
+    /// As [`Baton::spawn`], with `prepare` applied to the command just before it is
+    /// spawned (a `pre_exec` that moves baton into a cgroup).
+    fn spawn_prepared(
+        root: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Self {
         let log = root.join("baton.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["--log-format", "json", "--log-level", "debug"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
             // baton's private files (notify sockets) go into the test's own temp dir.
             .env("TMPDIR", root)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("spawn baton");
+            .stderr(file);
+        prepare(&mut cmd);
+        let child = cmd.spawn().expect("spawn baton");
         Baton {
             child,
             status_port: 0,
@@ -419,7 +430,17 @@ impl Baton {
     /// Start `baton ARGS` once, with no retry and no wait: for tests of what baton does
     /// when it cannot come up (a port it needs is taken, a file is missing).
     pub fn launch(dir: tempfile::TempDir, args: &[String], env: &[(&str, &str)]) -> Baton {
-        let mut baton = Baton::spawn(dir.path(), args, env);
+        Baton::launch_prepared(dir, args, env, |_| {})
+    }
+
+    /// As [`Baton::launch`], with `prepare` applied to the command before it is spawned.
+    pub fn launch_prepared(
+        dir: tempfile::TempDir,
+        args: &[String],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Baton {
+        let mut baton = Baton::spawn_prepared(dir.path(), args, env, prepare);
         baton.dir = Some(dir);
         baton
     }

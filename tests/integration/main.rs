@@ -1,10 +1,12 @@
 //! One integration-test binary (fast linking); modules by subject.
 
 mod envoy;
+mod faults;
 mod generic;
 mod harness;
 mod lifecycle;
 mod load;
+mod memory;
 mod pid1;
 mod pod;
 mod render;

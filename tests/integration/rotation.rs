@@ -29,7 +29,7 @@ fn openssl(args: &[&str]) {
 }
 
 /// A self-signed EC certificate for localhost with `serial`, and its key, in `dir`.
-fn make_pair(dir: &Path, name: &str, serial: u32, days: i32) -> (PathBuf, PathBuf) {
+pub(super) fn make_pair(dir: &Path, name: &str, serial: u32, days: i32) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -84,7 +84,7 @@ fn make_pair(dir: &Path, name: &str, serial: u32, days: i32) -> (PathBuf, PathBu
 }
 
 /// The serial (hex, as openssl prints it) of the certificate served on `port`.
-fn served_serial(port: u16) -> Option<String> {
+pub(super) fn served_serial(port: u16) -> Option<String> {
     let connect = format!("127.0.0.1:{port}");
     let s_client = Command::new("openssl")
         .args(["s_client", "-connect", &connect, "-servername", "localhost"])

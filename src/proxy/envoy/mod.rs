@@ -21,6 +21,7 @@ mod args;
 mod chains;
 mod driver;
 mod epoch_files;
+pub mod leftovers;
 mod readiness;
 mod stand_in;
 pub mod statsd;

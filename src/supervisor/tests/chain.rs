@@ -36,7 +36,7 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain
         })]
     );
     let repaired = sim.step(E::ChainRepaired { chain: 0 });
-    assert_eq!(repaired.last(), Some(&preflight(2)));
+    assert_eq!(repaired.last(), Some(&preflight(2, Some(100))));
     // The chain goes on: restart epoch 1 again (exactly highest running + 1).
     assert_eq!(sim.step(passed(2)), vec![launch(2, 0, 1)]);
 }
@@ -101,7 +101,7 @@ fn a_restart_waits_while_a_failed_epoch_is_still_being_killed() {
     assert!(exit.contains(&A::RepairChain { chain: 0 }), "{exit:?}");
     assert_eq!(
         sim.step(E::ChainRepaired { chain: 0 }).last(),
-        Some(&preflight(2))
+        Some(&preflight(2, Some(100)))
     );
 }
 

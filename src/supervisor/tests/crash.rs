@@ -23,7 +23,7 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
         crashes: 1,
         retry_in: Some(0)
     })));
-    assert_eq!(first.last(), Some(&preflight(1)));
+    assert_eq!(first.last(), Some(&preflight(1, None)));
     assert_eq!(sim.step(passed(1)), vec![launch(1, 1, 0)]);
     sim.at(110, E::Spawned { epoch: 1, pid: 101 });
     sim.at(120, E::Ready { epoch: 1 });
@@ -35,7 +35,7 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
     );
     assert_eq!(
         sim.at(1200, E::BackoffElapsed { generation: 1 }).last(),
-        Some(&preflight(2))
+        Some(&preflight(2, None))
     );
     sim.step(passed(2));
     sim.at(1300, E::Spawned { epoch: 2, pid: 102 });
@@ -54,7 +54,7 @@ fn an_epoch_that_served_long_enough_resets_the_crash_count() {
     sim.bring_up(2, 102, 1_500);
     let late = sim.at(100_000, exited(2, 1));
     assert_eq!(sim.s.crashes(), 1);
-    assert_eq!(late.last(), Some(&preflight(3)));
+    assert_eq!(late.last(), Some(&preflight(3, None)));
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn a_trigger_during_the_backoff_becomes_the_recovery() {
     );
     assert_eq!(
         sim.step(E::BackoffElapsed { generation: 1 }),
-        vec![started(2, Some(Trigger::FileChange)), preflight(2)]
+        vec![started(2, Some(Trigger::FileChange)), preflight(2, None)]
     );
 }
 

@@ -3,6 +3,7 @@
 
 mod chain;
 mod crash;
+mod faults;
 mod restart;
 mod shutdown;
 
@@ -100,11 +101,12 @@ pub(super) fn started(epoch: u32, trigger: Option<Trigger>) -> Action {
     A::Report(Report::RestartStarted { epoch, trigger })
 }
 
-/// The preflight of `epoch`, with no configuration trusted yet (the tests' epochs
-/// have no digest unless they say so).
-pub(super) fn preflight(epoch: u32) -> Action {
+/// The preflight of `epoch` while `serving_pid` serves, with no configuration
+/// trusted yet (the tests' epochs have no digest unless they say so).
+pub(super) fn preflight(epoch: u32, serving_pid: Option<u32>) -> Action {
     A::Preflight {
         epoch,
+        serving_pid,
         trusted: vec![],
     }
 }

@@ -6,7 +6,10 @@ use super::*;
 #[test]
 fn startup_prepares_spawns_watches_and_serves_epoch_zero() {
     let mut sim = Sim::new(policy(DriverKind::Envoy));
-    assert_eq!(sim.step(E::Start), vec![started(0, None), preflight(0)]);
+    assert_eq!(
+        sim.step(E::Start),
+        vec![started(0, None), preflight(0, None)]
+    );
     assert_eq!(sim.step(passed(0)), vec![launch(0, 0, 0)]);
     assert_eq!(
         sim.at(1, E::Spawned { epoch: 0, pid: 100 }),
@@ -31,7 +34,7 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
     let mut sim = Sim::serving(DriverKind::Envoy);
     assert_eq!(
         sim.at(20, E::RestartRequested(Trigger::Signal)),
-        vec![started(1, Some(Trigger::Signal)), preflight(1)]
+        vec![started(1, Some(Trigger::Signal)), preflight(1, Some(100))]
     );
     assert_eq!(sim.step(passed(1)), vec![launch(1, 0, 1)]);
     sim.at(25, E::Spawned { epoch: 1, pid: 101 });
@@ -111,7 +114,7 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
     );
     assert_eq!(
         sim.at(125, E::GatherElapsed { epoch: 1 }),
-        vec![preflight(1)]
+        vec![preflight(1, Some(100))]
     );
     // From now on the inputs are read: a trigger needs a follow-up.
     assert_eq!(
@@ -125,7 +128,7 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
         gather: 25,
         ..policy(DriverKind::Envoy)
     });
-    assert_eq!(fresh.step(E::Start).last(), Some(&preflight(0)));
+    assert_eq!(fresh.step(E::Start).last(), Some(&preflight(0, None)));
 }
 
 #[test]
@@ -161,7 +164,10 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
     });
     assert_eq!(
         actions,
-        vec![started(2, Some(Trigger::FileChange)), preflight(2)]
+        vec![
+            started(2, Some(Trigger::FileChange)),
+            preflight(2, Some(101))
+        ]
     );
     // Its duration counts from the first trigger it answers.
     let ready = sim.bring_up(2, 102, 400);
@@ -193,7 +199,10 @@ fn envoy_restart_while_the_old_epoch_drains_waits_for_its_drain_period() {
     );
     assert_eq!(
         sim.step(E::DrainSettled { epoch: 0 }),
-        vec![started(2, Some(Trigger::FileChange)), preflight(2)]
+        vec![
+            started(2, Some(Trigger::FileChange)),
+            preflight(2, Some(101))
+        ]
     );
 }
 
@@ -204,7 +213,7 @@ fn deferred_restart_starts_when_the_draining_epoch_exits_early() {
     sim.bring_up(1, 101, 20);
     sim.step(E::RestartRequested(Trigger::Api));
     let actions = sim.at(30, exited(0, 0));
-    assert_eq!(actions.last(), Some(&preflight(2)));
+    assert_eq!(actions.last(), Some(&preflight(2, Some(101))));
 }
 
 #[test]
@@ -218,7 +227,7 @@ fn restart_while_the_previous_epoch_initialises_is_deferred_until_it_is_ready() 
         })]
     );
     let actions = sim.at(5, E::Ready { epoch: 0 });
-    assert_eq!(actions.last(), Some(&preflight(1)));
+    assert_eq!(actions.last(), Some(&preflight(1, Some(100))));
 }
 
 #[test]
@@ -232,11 +241,14 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
     });
     assert_eq!(
         actions,
-        vec![A::Report(Report::RestartFailed {
-            epoch: 1,
-            reason: FailureReason::Config,
-            message: "unknown cluster".into()
-        })]
+        vec![
+            A::Cleanup { epoch: 1 },
+            A::Report(Report::RestartFailed {
+                epoch: 1,
+                reason: FailureReason::Config,
+                message: "unknown cluster".into()
+            })
+        ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
     assert_eq!(sim.s.last_error(), Some("epoch 1: config: unknown cluster"));
@@ -244,7 +256,7 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
     // The next trigger tries again, with the same epoch number.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)).last(),
-        Some(&preflight(1))
+        Some(&preflight(1, Some(100)))
     );
 }
 
@@ -280,7 +292,7 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
 }
 
 #[test]
-fn spawn_failure_of_a_new_epoch_keeps_the_old_serving() {
+fn spawn_failure_of_a_new_epoch_keeps_the_old_serving_and_removes_its_files() {
     let mut sim = Sim::serving(DriverKind::Generic);
     sim.run(vec![E::RestartRequested(Trigger::Api), passed(1)]);
     let actions = sim.step(E::SpawnFailed {
@@ -290,11 +302,14 @@ fn spawn_failure_of_a_new_epoch_keeps_the_old_serving() {
     });
     assert_eq!(
         actions,
-        vec![A::Report(Report::RestartFailed {
-            epoch: 1,
-            reason: FailureReason::Spawn,
-            message: "no such file".into()
-        })]
+        vec![
+            A::Cleanup { epoch: 1 },
+            A::Report(Report::RestartFailed {
+                epoch: 1,
+                reason: FailureReason::Spawn,
+                message: "no such file".into()
+            })
+        ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
 }
@@ -417,6 +432,7 @@ fn a_configuration_that_served_is_trusted_by_later_preflights() {
             started(1, Some(Trigger::Signal)),
             A::Preflight {
                 epoch: 1,
+                serving_pid: Some(100),
                 trusted: vec!["abc".into()]
             }
         ]
@@ -433,6 +449,7 @@ fn a_configuration_that_served_is_trusted_by_later_preflights() {
     assert!(
         retry.contains(&A::Preflight {
             epoch: 2,
+            serving_pid: Some(100),
             trusted: vec!["abc".into()]
         }),
         "{retry:?}"
@@ -449,6 +466,9 @@ fn file_triggers_were_debounced_already_and_skip_the_gather_window() {
     sim.bring_up(0, 100, 10);
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::FileChange)),
-        vec![started(1, Some(Trigger::FileChange)), preflight(1)]
+        vec![
+            started(1, Some(Trigger::FileChange)),
+            preflight(1, Some(100))
+        ]
     );
 }

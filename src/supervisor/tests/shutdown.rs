@@ -67,14 +67,26 @@ fn shutdown_during_a_restart_kills_the_new_epoch_and_exits_with_the_serving_code
 }
 
 #[test]
-fn shutdown_while_a_preflight_runs_discards_it() {
+fn shutdown_while_a_preflight_runs_discards_it_and_its_files() {
     let mut sim = Sim::serving(DriverKind::Envoy);
-    sim.run(vec![
-        E::RestartRequested(Trigger::Signal),
-        E::ShutdownRequested,
-    ]);
-    assert_eq!(sim.step(passed(1)), vec![]);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    assert_eq!(
+        sim.step(E::ShutdownRequested)[0],
+        A::Cleanup { epoch: 1 },
+        "what the preflight wrote so far goes"
+    );
+    // What it wrote after the drop goes when its outcome arrives.
+    assert_eq!(sim.step(passed(1)), vec![A::Cleanup { epoch: 1 }]);
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
+}
+
+#[test]
+fn drain_request_while_a_preflight_runs_removes_what_it_wrote() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    let drained = sim.step(E::DrainRequested);
+    assert!(drained.contains(&A::Cleanup { epoch: 1 }), "{drained:?}");
+    assert_eq!(sim.step(passed(1)), vec![A::Cleanup { epoch: 1 }]);
 }
 
 #[test]
@@ -95,7 +107,10 @@ fn shutdown_between_spawn_and_its_report_still_kills_the_process() {
 fn shutdown_with_nothing_running_exits_at_once() {
     let mut sim = Sim::new(policy(DriverKind::Envoy));
     sim.step(E::Start);
-    assert_eq!(sim.step(E::ShutdownRequested), vec![A::Exit { code: 0 }]);
+    assert_eq!(
+        sim.step(E::ShutdownRequested),
+        vec![A::Cleanup { epoch: 0 }, A::Exit { code: 0 }]
+    );
 }
 
 #[test]
