@@ -772,12 +772,26 @@ pub fn prometheus_sample(text: &str, series: &str) -> Option<f64> {
 impl Drop for Baton {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // The temp dir goes with us: show what baton said.
+            // The temp dir goes with us: show what baton said (not its debug chatter),
+            // and keep the whole log where BATON_TEST_KEEP_LOGS says.
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!("--- last lines of baton's log ---");
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains(r#""level":"DEBUG""#) && !l.contains(r#""level":"TRACE""#))
+                .collect();
+            eprintln!("--- last lines of baton's log (debug left out) ---");
             for line in &lines[lines.len().saturating_sub(40)..] {
                 eprintln!("{line}");
+            }
+            if let Some(dir) = std::env::var_os("BATON_TEST_KEEP_LOGS") {
+                let name = std::thread::current()
+                    .name()
+                    .unwrap_or("test")
+                    .replace("::", "-");
+                let kept = std::path::Path::new(&dir).join(format!("{name}.log"));
+                if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&kept, &log).is_ok() {
+                    eprintln!("--- whole log kept in {} ---", kept.display());
+                }
             }
         }
         self.shut_down(STOP_GRACE);
