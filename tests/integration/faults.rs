@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::harness::*;
+use super::load::Load;
 use super::memory::segments_of;
 use super::rotation::{make_pair, served_serial};
 
@@ -347,4 +348,41 @@ fn a_new_baton_removes_what_a_killed_one_left_but_not_a_segment_in_use() {
     );
     // Only the file this test planted is left.
     assert_eq!(baton_files(&cfg), vec!["base-id.1"]);
+}
+
+#[test]
+fn a_storm_of_sighups_under_load_is_a_few_restarts_and_no_failed_request() {
+    let (mut baton, _upstream, port) = EnvoySetup::new().start("standalone", &[]);
+    let load = Load::start(port, 4, 1_000_000, Duration::from_secs(120));
+    eventually("load to flow", START, || (load.ok() > 200).then_some(()));
+    for _ in 0..50 {
+        baton.signal(Signal::SIGHUP);
+    }
+    // One restart in flight plus one follow-up for everything that came meanwhile.
+    baton.wait_serving(1, START);
+    let settled = baton.wait_epochs("the storm to settle", |r| {
+        epochs_in(r, "serving").len() == 1
+            && epochs_in(r, "starting").is_empty()
+            && epochs_in(r, "preparing").is_empty()
+    });
+    let restarts = baton.count("hot restart requested", &[]);
+    assert!(
+        (1..=2).contains(&restarts),
+        "50 SIGHUPs gave {restarts} restarts: {settled}"
+    );
+    let before = load.ok();
+    eventually("requests after the storm", START, || {
+        (load.ok() > before + 500).then_some(())
+    });
+    let tally = load.stop();
+    eprintln!(
+        "SIGHUP storm: 50 signals, {restarts} restarts, {} requests, {} failed",
+        tally.ok, tally.errors
+    );
+    assert_eq!(tally.errors, 0, "failed requests: {:?}", tally.samples);
+    assert!(baton.refusals().is_empty(), "{:?}", baton.refusals());
+    baton.signal(Signal::SIGTERM);
+    assert_eq!(baton.wait_exit(START), Some(0));
+    assert!(baton.leftovers().is_empty(), "left {:?}", baton.leftovers());
+    assert_eq!(baton_files(&baton.config_dir()), Vec::<String>::new());
 }

@@ -278,12 +278,16 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
+    // A copy caught half-way: the first half of a good certificate.
+    let half = certs.join("half.crt");
+    let whole = std::fs::read_to_string(&c2).unwrap();
+    std::fs::write(&half, &whole[..whole.len() / 2]).unwrap();
     let mut secret = Secret::new(setup.path("secret"), &c1, &k1);
     let cert_arg = secret.cert_arg();
     let (mut baton, _upstream, port) = setup.start("standalone", &["--cert", &cert_arg]);
     let status = baton.status_port;
 
-    let cases: [(&str, &Path, &Path, &str); 3] = [
+    let cases: [(&str, &Path, &Path, &str); 4] = [
         (
             "half-finished rotation: new certificate, old key",
             &c2,
@@ -296,6 +300,12 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
             &garbage,
             &k1,
             "tls.crt: certificate #1 cannot be parsed",
+        ),
+        (
+            "half-written certificate file",
+            &half,
+            &k2,
+            "tls.crt: missing \"-----END CERTIFICATE-----\"",
         ),
     ];
     for (n, (what, cert, key, needle)) in cases.into_iter().enumerate() {
@@ -328,7 +338,7 @@ fn bad_rotations_keep_the_old_epoch_serving_until_a_good_one_arrives() {
     let (_, metrics) = http(status, "GET", "/stats/prometheus").unwrap();
     assert_eq!(
         prometheus_sample(&metrics, "baton_restart_failures_total{reason=\"cert\"}"),
-        Some(3.0),
+        Some(4.0),
         "{metrics}"
     );
     baton.signal(Signal::SIGTERM);
