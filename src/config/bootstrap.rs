@@ -27,11 +27,7 @@ impl BootstrapSettings {
     /// The files whose content changes are restarts: every certificate and key, and
     /// the template or static bootstrap when it is a file.
     pub fn watched(&self) -> Vec<PathBuf> {
-        let mut watched: Vec<PathBuf> = self
-            .certs
-            .iter()
-            .flat_map(|p| [p.cert.clone(), p.key.clone()])
-            .collect();
+        let mut watched = self.cert_files();
         match &self.plan {
             BootstrapPlan::Template {
                 source: TemplateSource::File(path),
@@ -41,6 +37,14 @@ impl BootstrapSettings {
             BootstrapPlan::Template { .. } => {}
         }
         watched
+    }
+
+    /// Both files of every `--cert` pair.
+    pub fn cert_files(&self) -> Vec<PathBuf> {
+        self.certs
+            .iter()
+            .flat_map(|p| [p.cert.clone(), p.key.clone()])
+            .collect()
     }
 }
 

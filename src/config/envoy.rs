@@ -48,6 +48,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     };
     let mut watched = args.triggers.watch.clone();
     watched.extend(bootstrap.watched());
+    let cert_files = bootstrap.cert_files();
     // A restart terminates the grandparent: let it drain and flush its counters first.
     let handover = Handover {
         driver: DriverKind::Envoy,
@@ -59,6 +60,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         &args.triggers,
         handover,
         watched,
+        cert_files,
         &mut problems,
     );
     let options = EnvoyOptions {

@@ -51,14 +51,25 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
     }
     let drain_signal = problems.check(parse_signal(&args.drain_signal));
     let certs = cert_pairs(&args.certs, &mut problems);
+    let cert_files: Vec<_> = certs
+        .iter()
+        .flat_map(|p| [p.cert.clone(), p.key.clone()])
+        .collect();
     let mut watched = args.triggers.watch.clone();
-    watched.extend(certs.iter().flat_map(|p| [p.cert.clone(), p.key.clone()]));
+    watched.extend(cert_files.iter().cloned());
     let handover = Handover {
         driver: DriverKind::Generic,
         drain_period: s.drain.drain_duration,
         max_draining: args.max_draining,
     };
-    let supervision = supervision(s, &args.triggers, handover, watched, &mut problems);
+    let supervision = supervision(
+        s,
+        &args.triggers,
+        handover,
+        watched,
+        cert_files,
+        &mut problems,
+    );
     let (Some(ready), Some(drain_signal)) = (ready, drain_signal) else {
         return Err(problems.into_error());
     };

@@ -20,6 +20,9 @@ pub struct Supervision {
     pub status_addr: Option<SocketAddr>,
     /// Files and directories whose content changes trigger a restart.
     pub watched: Vec<PathBuf>,
+    /// The files of `--cert` pairs among them: a change there is a certificate
+    /// rotation (`trigger="cert"`), elsewhere a file change (`trigger="file"`).
+    pub cert_files: Vec<PathBuf>,
     /// Quiet period of the file watcher.
     pub debounce: Duration,
     /// Longest a burst of file events can delay a restart.
@@ -49,6 +52,7 @@ pub(super) fn supervision(
     t: &TriggerArgs,
     handover: Handover,
     watched: Vec<PathBuf>,
+    cert_files: Vec<PathBuf>,
     problems: &mut Problems,
 ) -> Supervision {
     if s.ready_timeout.is_zero() {
@@ -61,6 +65,7 @@ pub(super) fn supervision(
             StatusAddr::At(addr) => Some(addr),
         },
         watched,
+        cert_files,
         debounce: t.debounce,
         debounce_cap: t.debounce_cap.max(t.debounce),
         restart_jitter: t.restart_jitter,

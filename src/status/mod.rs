@@ -4,7 +4,7 @@
 //! | route | method | answer |
 //! | --- | --- | --- |
 //! | `/healthz/ready` | GET | 200 `ready` when an epoch serves and is ready; 503 with a one-line reason otherwise |
-//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, the stats segment (proxies' own metrics, Envoy's counters carried across epochs), then (envoy mode) Envoy's own `/stats/prometheus`; Prometheus text 0.0.4 |
+//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, the stats segment (a proxy's own metrics), then (envoy mode) Envoy's own `/stats/prometheus` with its counters carried across epochs; Prometheus text 0.0.4, each family once |
 //! | `/stats/segment` | GET | the whole stats segment; `?format=json` (default) or `?format=prometheus` |
 //! | `/epochs` | GET | JSON [`EpochsReport`]: readiness, epochs (oldest first), last error, counters |
 //! | `/restart` | POST, loopback | 202 JSON [`RestartReply`]: started, coalesced, deferred or refused |
@@ -22,8 +22,10 @@
 //! so it answers while a restart is in progress or the proxy hangs.
 
 mod command;
+mod envoy_text;
 mod loopback;
 mod metrics;
+mod registry;
 mod routes;
 mod snapshot;
 
@@ -39,6 +41,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::proxy::envoy::counters::EnvoyCounters;
 use crate::stats::Segment;
 
 pub use command::{Command, RestartReply};
@@ -60,6 +63,7 @@ pub struct StatusState {
     envoy_stats_timeout: Duration,
     reply_timeout: Duration,
     segment: Option<Arc<Segment>>,
+    envoy_counters: Option<Arc<EnvoyCounters>>,
 }
 
 impl StatusState {
@@ -75,12 +79,19 @@ impl StatusState {
             envoy_stats_timeout: DEFAULT_ENVOY_STATS_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             segment: None,
+            envoy_counters: None,
         }
     }
 
     /// Export the stats segment too (`/stats/segment`, and in `/stats/prometheus`).
     pub fn with_segment(mut self, segment: Arc<Segment>) -> Self {
         self.segment = Some(segment);
+        self
+    }
+
+    /// Show Envoy's counters with the totals carried across epochs.
+    pub fn with_envoy_counters(mut self, counters: Arc<EnvoyCounters>) -> Self {
+        self.envoy_counters = Some(counters);
         self
     }
 

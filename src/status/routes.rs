@@ -48,7 +48,8 @@ pub(super) async fn prometheus(State(state): State<StatusState>) -> Response {
         .as_ref()
         .map(|s| s.snapshot())
         .unwrap_or_default();
-    let body = metrics::scrape(&snapshot, &segment, state.envoy_stats_timeout).await;
+    let carried = state.envoy_counters.as_deref();
+    let body = metrics::scrape(&snapshot, &segment, carried, state.envoy_stats_timeout).await;
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 

@@ -91,6 +91,7 @@ fn epoch(number: u32, state: Phase) -> EpochStatus {
         exit_status: None,
         restart_epoch: number,
         chain: 0,
+        certs: Vec::new(),
     }
 }
 
@@ -134,7 +135,8 @@ async fn epochs_lists_epochs_oldest_first_with_the_last_error() {
         serde_json::json!({
             "number": 3, "pid": 103, "state": "serving", "trigger": null,
             "started_at": "2023-11-14T22:13:20.000Z", "ready_at": null, "exited_at": null,
-            "config_digest": "sha256:3", "exit_status": null, "restart_epoch": 3, "chain": 0
+            "config_digest": "sha256:3", "exit_status": null, "restart_epoch": 3, "chain": 0,
+            "certs": []
         })
     );
     let report: EpochsReport = serde_json::from_str(&body).unwrap();
@@ -272,6 +274,7 @@ async fn prometheus_serves_baton_metrics_then_envoys_own() {
         s.driver = "envoy".into();
         s.envoy_admin = Some(admin);
         s.restarts_total = 7;
+        s.restarts_by_trigger.insert("signal".into(), 7);
         s.epochs = vec![epoch(5, Phase::Serving)];
         s.readiness = Readiness::Ready;
     });
@@ -291,7 +294,7 @@ async fn prometheus_serves_baton_metrics_then_envoys_own() {
     assert_valid_exposition(&text);
     let lines: Vec<&str> = text.lines().collect();
     for line in [
-        "baton_restarts_total 7",
+        "baton_restarts_total{trigger=\"signal\"} 7",
         "baton_epoch 5",
         "baton_epochs_running 1",
         "baton_ready 1",
@@ -322,7 +325,7 @@ async fn prometheus_serves_baton_metrics_when_envoy_is_down() {
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l == "baton_restarts_total 0"),
+        text.lines().any(|l| l == "baton_proxy_crashes_total 0"),
         "{text}"
     );
 }

@@ -30,15 +30,15 @@ pub struct EnvoyProxy {
 }
 
 impl EnvoyProxy {
-    /// The driver for `settings`: epochs send their counters to baton's statsd
-    /// receiver on `statsd_port`, and helper commands run through `reaper`.
+    /// The driver for `settings`: epochs send their counters to baton's receiver on
+    /// `sink_port`, and helper commands run through `reaper`.
     pub fn new(
         settings: Settings,
         reaper: Reaper,
-        statsd_port: u16,
+        sink_port: u16,
         hot_restart_version: Option<String>,
     ) -> Self {
-        let files = EpochFiles::new(&settings, statsd_port);
+        let files = EpochFiles::new(&settings, sink_port);
         let chains = Chains::new(&settings.config_dir, settings.base_id);
         EnvoyProxy {
             settings,
@@ -64,7 +64,7 @@ impl Proxy for EnvoyProxy {
     }
 
     async fn preflight(&self, epoch: u32) -> Result<Prepared, PreflightError> {
-        let notes = check_certs(&self.settings.certs)?;
+        let certs = check_certs(&self.settings.certs)?;
         let path = self.files.write(epoch)?;
         let checked = validate::validate(
             &self.reaper,
@@ -79,7 +79,7 @@ impl Proxy for EnvoyProxy {
         }
         Ok(Prepared {
             config_digest: file_digest(&path),
-            notes,
+            certs,
         })
     }
 
