@@ -5,6 +5,7 @@ mod generic;
 mod harness;
 mod load;
 mod pid1;
+mod prometheus;
 mod render;
 mod rotation;
 mod stats;
