@@ -169,17 +169,29 @@ def rss_kib(pid):
     return 0
 
 
-def own_cost(log_path):
-    """baton's own work per scrape, beside fetching Envoy's text (its debug log)."""
-    own = []
+def logged(log_path, message, field):
+    """Values of `field` (µs, returned in ms) in baton's debug lines `message`."""
+    values = []
     with open(log_path) as f:
         for line in f:
-            if '"scrape served"' in line:
+            if f'"{message}"' in line:
                 try:
-                    own.append(json.loads(line)["own_us"] / 1000)
+                    values.append(json.loads(line)[field] / 1000)
                 except (ValueError, KeyError):
                     pass
-    return own
+    return values
+
+
+def summary(values):
+    values = sorted(values)
+    return f"median {statistics.median(values):.1f} ms, p90 {values[int(0.9 * (len(values) - 1))]:.1f} ms"
+
+
+def cpu_ms(pid):
+    """User + system CPU time of a process so far, in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def carried(body):
@@ -203,7 +215,8 @@ def main():
     listen, admin, status = free_port(), free_port(), free_port()
     work = tempfile.mkdtemp(prefix="bench-scrape-")
     cmd = [
-        args.baton, "--log-format", "json", "--log-level", "info,baton::status::metrics=debug",
+        args.baton, "--log-format", "json", "--log-level",
+        "info,baton::status::metrics=debug,baton::proxy::envoy::metrics_service=debug",
         "envoy", "--envoy-binary", args.envoy,
         "--admin-port", str(admin), "--config-dir", os.path.join(work, "cfg"),
         "--status-addr", f"127.0.0.1:{status}", "--concurrency", "1",
@@ -236,6 +249,10 @@ def main():
             return done
 
         wait("carried series settle", settled)
+        # Idle but for Envoy's flushes (one a second): what receiving them costs.
+        cpu0, t0 = cpu_ms(baton.pid), time.monotonic()
+        time.sleep(10)
+        idle_cpu = (cpu_ms(baton.pid) - cpu0) / (time.monotonic() - t0)
         (e_med, e_p90, e_body), (b_med, b_p90, b_body) = timed(
             [(admin, "/stats/prometheus"), (status, "/stats/prometheus")], args.scrapes
         )
@@ -251,12 +268,14 @@ def main():
             size, samples, families = shape(body)
             print(f"{name:34} {med:10.1f} {p90:8.1f} {size:11,} {samples:8,} {families:9,}")
         print(f"baton / anchor (median time): {b_med / e_med:.2f}")
-        own = sorted(own_cost(os.path.join(work, "baton.log"))[-args.scrapes:])
+        log_path = os.path.join(work, "baton.log")
+        own = logged(log_path, "scrape served", "own_us")[-args.scrapes:]
         if own:
-            print(
-                f"baton's own work per scrape (merge + its metrics, beside Envoy's answer): "
-                f"median {statistics.median(own):.1f} ms, p90 {own[int(0.9 * (len(own) - 1))]:.1f} ms"
-            )
+            print(f"baton's own work per scrape (merge + its metrics, beside Envoy's answer): {summary(own)}")
+        flushes = logged(log_path, "envoy flush carried", "apply_us")
+        if flushes:
+            print(f"baton's work per Envoy flush received (keys + sums, after decoding): {summary(flushes)}")
+        print(f"baton's CPU between scrapes, receiving a flush a second: {idle_cpu:.1f} ms per second")
         with open("/proc/loadavg") as f:
             print(f"load average during the run: {' '.join(f.read().split()[:3])}")
         print(f"baton RSS after the scrapes: {rss / 1024:.1f} MiB")

@@ -3,7 +3,7 @@
 //! The state machine decides *when*; a [`Proxy`] knows *how* for its kind. The shell
 //! (`app::shell`) is written once against this trait. A driver is built once,
 //! complete, by `app` from its plain settings and the resources it needs (reaper,
-//! stats segment, listener set, statsd receiver): there is no second phase.
+//! stats segment, listener set, metrics receiver): there is no second phase.
 
 pub mod envoy;
 pub mod generic;

@@ -362,4 +362,40 @@ mod tests {
         assert_eq!(snapshot.running(), 2);
         assert_eq!(snapshot.serving().map(|e| e.number), Some(2));
     }
+
+    #[test]
+    fn served_certs_are_the_serving_epochs_or_the_last_that_served() {
+        let pair = |serial: &str| CertInfo {
+            path: "/c/tls.crt".into(),
+            subject: "CN=x".into(),
+            serial: serial.into(),
+            not_before: 0,
+            not_after: 1,
+        };
+        let epoch = |number, state, served: bool, serial: &str| EpochStatus {
+            number,
+            pid: Some(number),
+            state,
+            trigger: None,
+            started_at: None,
+            ready_at: served.then(|| at(number.into())),
+            exited_at: None,
+            config_digest: None,
+            exit_status: None,
+            restart_epoch: 0,
+            chain: 0,
+            certs: vec![pair(serial)],
+        };
+        let mut snapshot = Snapshot::starting("envoy", at(0));
+        assert!(snapshot.served_certs().is_empty());
+        snapshot.epochs = vec![
+            epoch(0, Phase::Exited, true, "A"),
+            epoch(1, Phase::Serving, true, "B"),
+            epoch(2, Phase::Starting, false, "C"),
+        ];
+        assert_eq!(snapshot.served_certs()[0].serial, "B");
+        // The serving epoch crashed; its replacement is not ready yet.
+        snapshot.epochs[1].state = Phase::Exited;
+        assert_eq!(snapshot.served_certs()[0].serial, "B");
+    }
 }
