@@ -11,11 +11,16 @@
 //! earlier one wrote.
 //! **Invariant:** an Envoy that does not answer within the timeout costs the scrape
 //! that long at most and never fails it: baton's part is still served, with
-//! `baton_envoy_stats_up 0`.
+//! `baton_envoy_stats_up 0`. The timeout fits the scraper's own
+//! (`X-Prometheus-Scrape-Timeout-Seconds`), so `up` stays 1 while a hot-restarting
+//! Envoy is slow to answer on its admin port; Envoy's last answer, if it is at most
+//! [`REUSE_FOR`] old, stands in for it (counters still carried, so still current),
+//! and Envoy's series do not vanish from that scrape.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
@@ -33,6 +38,39 @@ use crate::stats::Sample;
 /// The `Content-Type` of the combined body.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
+/// How old Envoy's last answer may be to stand in for one it did not give in time:
+/// a hot restart keeps Envoy's admin port busy for a second or two.
+pub const REUSE_FOR: Duration = Duration::from_secs(10);
+
+/// Envoy's last answer to `/stats/prometheus` and when it came.
+#[derive(Debug, Clone, Default)]
+pub struct LastEnvoy(Arc<Mutex<Option<(Instant, Bytes)>>>);
+
+impl LastEnvoy {
+    fn keep(&self, text: &Bytes) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), text.clone()));
+    }
+
+    fn recent(&self) -> Option<Bytes> {
+        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((at, text)) if at.elapsed() <= REUSE_FOR => Some(text.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// How long to wait for Envoy: `limit`, or less when the scraper gives up sooner
+/// (its timeout less a fifth, for baton's own part and the transfer).
+pub fn envoy_budget(limit: Duration, scraper_timeout: Option<Duration>) -> Duration {
+    match scraper_timeout {
+        Some(timeout) => limit
+            .min(timeout.mul_f64(0.8))
+            .max(Duration::from_millis(50)),
+        None => limit,
+    }
+}
+
 /// The whole body of `GET /stats/prometheus` for `snapshot`, the samples of the
 /// stats segment (baton's own, already encoded from the snapshot, are left out) and,
 /// in envoy mode, Envoy's counters carried across epochs.
@@ -41,8 +79,9 @@ pub async fn scrape(
     segment: &[Sample],
     carried: Option<&EnvoyCounters>,
     envoy_timeout: Duration,
+    last: &LastEnvoy,
 ) -> String {
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     let envoy = match snapshot.envoy_admin {
         Some(admin) => Some(fetch_envoy(admin, envoy_timeout).await),
         None => None,
@@ -52,9 +91,17 @@ pub async fn scrape(
         envoy_up: envoy.as_ref().map(Option::is_some),
         carried_series: carried.map(EnvoyCounters::len),
     };
+    let envoy = match envoy {
+        Some(Some(text)) => {
+            last.keep(&text);
+            Some(text)
+        }
+        Some(None) => last.recent(),
+        None => None,
+    };
     let mut families = HashSet::new();
     let mut body = encode_baton(snapshot, facts, segment, &mut families);
-    if let Some(Some(text)) = envoy {
+    if let Some(text) = envoy {
         envoy_text::merge(
             &String::from_utf8_lossy(&text),
             carried,
@@ -103,8 +150,12 @@ pub fn encode_baton(
     if snapshot.envoy_admin.is_some() {
         reserved.push("envoy_");
     }
+    // baton's own entries of the segment are the registry's, already written.
+    let proxies = segment
+        .iter()
+        .filter(|s| !s.name.starts_with(export::BATON_PREFIX));
     let mut others = Registry::default();
-    export::register(&mut others, segment, &reserved, families);
+    export::register(&mut others, proxies, &reserved, families);
     text.push_str(&encode(&others));
     text
 }

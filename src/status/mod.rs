@@ -47,8 +47,9 @@ use crate::stats::Segment;
 pub use command::{Command, RestartReply};
 pub use snapshot::{EpochStatus, EpochsReport, Readiness, Snapshot, Static};
 
-/// How long `/stats/prometheus` waits for Envoy's own stats before serving baton's
-/// alone. Below Prometheus's default 10s scrape timeout, with room for baton's part.
+/// How long `/stats/prometheus` waits for Envoy's own stats at most. Below
+/// Prometheus's default 10s scrape timeout, with room for baton's part; a scraper
+/// that says it gives up sooner (`X-Prometheus-Scrape-Timeout-Seconds`) gets less.
 pub const DEFAULT_ENVOY_STATS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a mutating route waits for the shell's decision before answering 503.
@@ -64,6 +65,8 @@ pub struct StatusState {
     reply_timeout: Duration,
     segment: Option<Arc<Segment>>,
     envoy_counters: Option<Arc<EnvoyCounters>>,
+    /// Envoy's last answer, for a scrape it does not answer in time.
+    last_envoy: metrics::LastEnvoy,
 }
 
 impl StatusState {
@@ -80,6 +83,7 @@ impl StatusState {
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             segment: None,
             envoy_counters: None,
+            last_envoy: metrics::LastEnvoy::default(),
         }
     }
 

@@ -101,7 +101,7 @@ pub fn registry(snapshot: &Snapshot, facts: ScrapeFacts) -> Registry {
     if let Some(up) = facts.envoy_up {
         r.register(
             "envoy_stats_up",
-            "1 when Envoy's own stats were merged into this scrape, else 0",
+            "1 when Envoy answered for this scrape in time, else 0 (its last answer, at most 10s old, may stand in)",
             ConstGauge::new(i64::from(up)),
         );
     }
