@@ -183,6 +183,14 @@ cert /certs/tls.crt: CN=example.com, serial 1A, expires 1970-04-01T03:46:40Z (in
     }
 
     #[test]
+    fn certificate_lifetimes_read_in_days_hours_minutes() {
+        let d = |s| days_hours(Duration::from_secs(s));
+        assert_eq!(d(90 * 86_400 + 3_700), "90d 1h");
+        assert_eq!(d(5 * 3_600 + 120), "5h 2m");
+        assert_eq!(d(187), "3m 7s");
+    }
+
+    #[test]
     fn status_table_without_epochs_says_so_and_gives_the_reason() {
         let report = EpochsReport {
             generated_at: at(0),

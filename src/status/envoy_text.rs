@@ -213,16 +213,16 @@ fn quoted(line: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
             }
             b'\\' => {
                 let buf = owned.get_or_insert_with(|| line[start..i].to_string());
-                match bytes.get(i + 1)? {
-                    b'n' => buf.push('\n'),
-                    b'\\' => buf.push('\\'),
-                    b'"' => buf.push('"'),
+                let escaped = line[i + 1..].chars().next()?;
+                match escaped {
+                    'n' => buf.push('\n'),
+                    '\\' | '"' => buf.push(escaped),
                     other => {
                         buf.push('\\');
-                        buf.push(char::from(*other));
+                        buf.push(other);
                     }
                 }
-                i += 2;
+                i += 1 + escaped.len_utf8();
             }
             _ => {
                 let c = line[i..].chars().next()?;
@@ -262,6 +262,26 @@ mod tests {
         assert_eq!(parse_sample("{a=\"1\"} 3"), None);
         assert_eq!(parse_sample("envoy_w{a=\"1\"}3"), None);
         assert_eq!(parse_sample("envoy_v"), None);
+        let s = parse_sample("x{a=\"\\é\",b=\"ü\"} 2").unwrap();
+        assert_eq!((s.label("a"), s.label("b")), (Some("\\é"), Some("ü")));
+    }
+
+    #[test]
+    fn no_line_makes_the_parser_panic() {
+        let pieces = [
+            "x", "{", "}", "a", "=", "\"", "\\", "é", ",", " ", "1", "\n",
+        ];
+        // Every line of up to five pieces.
+        let mut lines = vec![String::new()];
+        for _ in 0..5 {
+            lines = lines
+                .iter()
+                .flat_map(|l| pieces.iter().map(move |p| format!("{l}{p}")))
+                .collect();
+            for line in &lines {
+                let _ = parse_sample(line);
+            }
+        }
     }
 
     const ENVOY: &str = "# TYPE envoy_cluster_upstream_rq_total counter
