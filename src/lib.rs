@@ -5,7 +5,7 @@
 //!    environment into validated, plain settings (every problem at once, naming its
 //!    flag), binding nothing.
 //! 2. `app` acquires the resources once (reaper, stats segment, status socket,
-//!    listener set or statsd receiver), builds the driver from `proxy` complete, and
+//!    listener set or metrics receiver), builds the driver from `proxy` complete, and
 //!    runs the loop: the pure state machine in `supervisor` decides, the shell in
 //!    `app` acts (spawns, signals, timers) and reports outcomes back as events; the
 //!    status server (`status`) shows a snapshot derived from the core's state.

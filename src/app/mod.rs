@@ -4,7 +4,7 @@
 //! 1. **settings** (plain data from [`crate::config`]);
 //! 2. **resources**, acquired once ([`Resources`]): the runtime's reaper, signal
 //!    handlers, the stats segment and baton's metrics in it, the status server's
-//!    socket; plus each driver's own (the listener set, the statsd receiver);
+//!    socket; plus each driver's own (the listener set, the metrics receiver);
 //! 3. **the driver**, built once and complete from both;
 //! 4. **the loop** ([`supervise`]): every event goes through the pure
 //!    [`crate::supervisor::step`]; the [`Shell`] carries out the actions; the status
@@ -21,13 +21,16 @@ mod triggers;
 
 pub use render::render;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{EnvoySettings, RunSettings, Supervision};
 use crate::exit;
 use crate::handoff::ListenerSet;
-use crate::proxy::envoy::{self, statsd, EnvoyProxy};
+use crate::proxy::envoy::counters::EnvoyCounters;
+use crate::proxy::envoy::{self, metrics_service, EnvoyProxy};
 use crate::proxy::generic::GenericProxy;
 use crate::proxy::Proxy;
 use crate::ready::ReadySpec;
@@ -55,8 +58,8 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
     envoy::leftovers::sweep_and_log(&config_dir, "starting");
     let code = in_runtime(async move {
         let resources = Resources::acquire(&supervision).await?;
-        let receiver =
-            statsd::Receiver::bind().context("binding the statsd receiver for Envoy's counters")?;
+        let receiver = metrics_service::Receiver::bind()
+            .context("binding the metrics receiver for Envoy's counters")?;
         let version = match envoy::hot_restart_version(&resources.reaper, &driver.binary).await {
             Ok(v) => Some(v),
             Err(e) => {
@@ -72,11 +75,14 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
             "baton supervising envoy"
         );
         let port = receiver.port();
+        let counters = Arc::new(EnvoyCounters::new());
         receiver
-            .spawn(statsd::into_segment(resources.stats.clone()))
-            .context("starting the statsd receiver")?;
+            .spawn(counters.clone())
+            .context("starting the metrics receiver")?;
+        // A YAML static bootstrap gets no sink: its counters are Envoy's own.
+        let carried = driver.bootstrap.is_json().then_some(counters);
         let proxy = EnvoyProxy::new(driver, resources.reaper.clone(), port, version);
-        supervise(proxy, resources, supervision).await
+        supervise(proxy, resources, supervision, carried).await
     });
     // The runtime is gone, every task with it: a preflight that was still writing
     // when the shutdown came has written its last file.
@@ -114,7 +120,7 @@ pub fn run_generic(settings: RunSettings) -> anyhow::Result<i32> {
                     resources.reaper.clone(),
                     resources.stats.clone(),
                 );
-                supervise(proxy, resources, supervision).await
+                supervise(proxy, resources, supervision, None).await
             })
         });
     let _ = std::fs::remove_dir_all(runtime_dir);
@@ -132,11 +138,13 @@ fn in_runtime(work: impl std::future::Future<Output = anyhow::Result<i32>>) -> a
 }
 
 /// The supervisor loop: feed every event through `step`, carry out the actions,
-/// publish what the status server shows; until an `Exit` action.
+/// publish what the status server shows; until an `Exit` action. `envoy_counters`:
+/// Envoy's counters carried across epochs, for the scrape.
 async fn supervise<P: Proxy>(
     proxy: P,
     resources: Resources,
     supervision: Supervision,
+    envoy_counters: Option<Arc<EnvoyCounters>>,
 ) -> anyhow::Result<i32> {
     let Resources {
         reaper,
@@ -156,7 +164,10 @@ async fn supervise<P: Proxy>(
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::of(&state, &info));
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let _server = status_listener.map(|listener| {
-        let state = StatusState::new(snapshot_rx, commands_tx).with_segment(stats.clone());
+        let mut state = StatusState::new(snapshot_rx, commands_tx).with_segment(stats.clone());
+        if let Some(counters) = envoy_counters {
+            state = state.with_envoy_counters(counters);
+        }
         tokio::spawn(async move {
             if let Err(e) = status::serve(listener, state).await {
                 tracing::error!(error = %e, "status server stopped");

@@ -1,6 +1,7 @@
 //! `baton render`: the bootstrap an epoch would get, checked, printed or written.
 //! It goes through the same [`EpochFiles`] as `baton envoy`, so what is printed is
-//! what an epoch runs with (the statsd port shows as 0: it is chosen at run time).
+//! what an epoch runs with (the metrics receiver's port shows as 0: it is chosen at run
+//! time).
 
 use std::io::Write;
 

@@ -177,12 +177,20 @@ impl<P: Proxy> Shell<P> {
         tokio::spawn(async move {
             let event = match preflight(&*proxy, epoch, &trusted, memory).await {
                 Ok(prepared) => {
-                    for note in &prepared.notes {
-                        tracing::info!(epoch, "{note}");
+                    for cert in &prepared.certs {
+                        tracing::info!(
+                            epoch,
+                            cert = %cert.path,
+                            serial = %cert.serial,
+                            subject = %cert.subject,
+                            not_after = cert.not_after,
+                            "certificate passed its checks"
+                        );
                     }
                     Event::PreflightPassed {
                         epoch,
                         config_digest: prepared.config_digest,
+                        certs: prepared.certs,
                     }
                 }
                 Err(e) => Event::PreflightFailed {

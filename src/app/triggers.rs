@@ -1,7 +1,9 @@
 //! File triggers: wait for watched files at startup, then turn each real content
-//! change into one `RestartRequested(FileChange)`, after an optional jitter, and a
-//! watch that fails (or is back) into `WatchFailed` (`WatchRestored`).
+//! change into one `RestartRequested`, after an optional jitter (`CertChange` when a
+//! file of a `--cert` pair changed, a rotation; `FileChange` otherwise), and a watch
+//! that fails (or is back) into `WatchFailed` (`WatchRestored`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, UnboundedSender};
@@ -42,6 +44,7 @@ pub fn watch_files(
     let handle = watch::spawn(config, tx)?;
     tracing::info!(paths = ?s.watched, "watching files");
     let jitter = s.restart_jitter;
+    let cert_files = s.cert_files.clone();
     tokio::spawn(async move {
         while let Some(notice) = changes.recv().await {
             let event = match notice {
@@ -60,7 +63,7 @@ pub fn watch_files(
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    Event::RestartRequested(Trigger::FileChange)
+                    Event::RestartRequested(trigger_of(&change.changed, &cert_files))
                 }
                 Notice::Failed(message) => Event::WatchFailed { message },
                 Notice::Restored => Event::WatchRestored,
@@ -71,6 +74,15 @@ pub fn watch_files(
         }
     });
     Ok(Some(handle))
+}
+
+/// A rotation when any changed path is a `--cert` file, else a file change.
+fn trigger_of(changed: &[PathBuf], cert_files: &[PathBuf]) -> Trigger {
+    if changed.iter().any(|p| cert_files.contains(p)) {
+        Trigger::CertChange
+    } else {
+        Trigger::FileChange
+    }
 }
 
 /// A uniformly random duration in `[0, max]` (`--restart-jitter`).
@@ -85,6 +97,17 @@ fn random_up_to(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_cert_file_is_a_rotation_and_anything_else_a_file_change() {
+        let certs = [PathBuf::from("/c/tls.crt"), PathBuf::from("/c/tls.key")];
+        let tpl = PathBuf::from("/etc/tpl.json");
+        assert_eq!(
+            trigger_of(&[tpl.clone(), certs[1].clone()], &certs),
+            Trigger::CertChange
+        );
+        assert_eq!(trigger_of(&[tpl], &certs), Trigger::FileChange);
+    }
 
     #[test]
     fn jitter_stays_within_its_bound() {

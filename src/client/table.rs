@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::status::{EpochStatus, EpochsReport, Readiness};
+use crate::supervisor::{CertInfo, Phase};
 
 const HEADER: [&str; 5] = ["EPOCH", "PID", "STATE", "AGE", "EXIT"];
 
@@ -57,7 +58,44 @@ pub fn render_status(report: &EpochsReport) -> String {
     if let Some(why) = &report.watch_error {
         let _ = writeln!(out, "file watch failing: {why}");
     }
+    for cert in served_certs(report) {
+        let expiry = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(cert.not_after).unwrap_or(0));
+        let when = match expiry.duration_since(now) {
+            Ok(left) => format!("in {}", days_hours(left)),
+            Err(past) => format!("{} ago", days_hours(past.duration())),
+        };
+        let _ = writeln!(
+            out,
+            "cert {}: {}, serial {}, expires {} ({when})",
+            cert.path,
+            cert.subject,
+            cert.serial,
+            humantime::format_rfc3339_seconds(expiry),
+        );
+    }
     out
+}
+
+/// A certificate's lifetime at a glance: `89d 23h`, `5h 2m`, `3m 7s`.
+fn days_hours(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes}m {}s", s % 60),
+        (0, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+/// The pairs of the serving epoch or, while none serves, of the last that did.
+fn served_certs(report: &EpochsReport) -> &[CertInfo] {
+    let epochs = &report.epochs;
+    epochs
+        .iter()
+        .find(|e| e.state == Phase::Serving)
+        .or_else(|| epochs.iter().rev().find(|e| e.ready_at.is_some()))
+        .map_or(&[], |e| e.certs.as_slice())
 }
 
 fn row(epoch: &EpochStatus, now: SystemTime) -> [String; 5] {
@@ -85,7 +123,6 @@ fn age(since: SystemTime, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::Phase;
     use std::collections::BTreeMap;
 
     fn at(secs: u64) -> SystemTime {
@@ -105,6 +142,7 @@ mod tests {
             exit_status: None,
             restart_epoch: number,
             chain: 0,
+            certs: Vec::new(),
         }
     }
 
@@ -117,6 +155,13 @@ mod tests {
         old.exit_status = Some("exit code 0".into());
         let mut serving = epoch(1, Some(102), Phase::Serving);
         serving.started_at = Some(now - Duration::from_millis(29_600));
+        serving.certs = vec![CertInfo {
+            path: "/certs/tls.crt".into(),
+            subject: "CN=example.com".into(),
+            serial: "1A".into(),
+            not_before: 0,
+            not_after: 10_000 + 90 * 86_400 + 3_600,
+        }];
         let preparing = epoch(2, None, Phase::Preparing);
         let report = EpochsReport {
             generated_at: now,
@@ -137,8 +182,17 @@ EPOCH  PID  STATE      AGE       EXIT
 readiness: ready
 restarts: 2 (failed: config 1), crashes: 0
 last error: epoch 2: config: bad cluster
+cert /certs/tls.crt: CN=example.com, serial 1A, expires 1970-04-01T03:46:40Z (in 90d 1h)
 ";
         assert_eq!(render_status(&report), expected);
+    }
+
+    #[test]
+    fn certificate_lifetimes_read_in_days_hours_minutes() {
+        let d = |s| days_hours(Duration::from_secs(s));
+        assert_eq!(d(90 * 86_400 + 3_700), "90d 1h");
+        assert_eq!(d(5 * 3_600 + 120), "5h 2m");
+        assert_eq!(d(187), "3m 7s");
     }
 
     #[test]

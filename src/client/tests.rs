@@ -226,6 +226,7 @@ async fn status_reads_the_epochs_of_a_running_baton() {
         exit_status: None,
         restart_epoch: 0,
         chain: 0,
+        certs: Vec::new(),
     };
     baton.snapshots.send_modify(|s| {
         s.epochs = vec![serving.clone()];

@@ -12,7 +12,7 @@ use crate::supervisor::DriverKind;
 use super::binary::resolve_into;
 use super::bootstrap::{bootstrap_settings, cert_files, BootstrapSettings};
 use super::env::{service_node, Env};
-use super::supervision::{supervision, Handover};
+use super::supervision::{supervision, Handover, Watching};
 use super::timing::envoy_timing;
 use super::{ConfigError, Problems, Supervision};
 
@@ -55,8 +55,9 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
     let (Some(bootstrap), Some(binary)) = (bootstrap, binary) else {
         return Err(problems.into_error());
     };
+    let cert_files = cert_files(&bootstrap.certs);
     let mut wait_for = args.triggers.watch.clone();
-    wait_for.extend(cert_files(&bootstrap.certs));
+    wait_for.extend(cert_files.iter().cloned());
     let mut watched = wait_for.clone();
     watched.extend(bootstrap.bootstrap_file());
     // A restart terminates the grandparent: let it drain and flush its counters first.
@@ -71,7 +72,11 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         &args.supervision,
         &args.triggers,
         handover,
-        (watched, wait_for),
+        Watching {
+            watched,
+            wait_for,
+            cert_files,
+        },
         &mut problems,
     );
     let options = EnvoyOptions {

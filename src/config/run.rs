@@ -12,7 +12,7 @@ use crate::supervisor::DriverKind;
 
 use super::bootstrap::{cert_files, cert_pairs};
 use super::env::{private_tmp, Env};
-use super::supervision::{supervision, Handover};
+use super::supervision::{supervision, Handover, Watching};
 use super::{ConfigError, Problems, Supervision};
 
 /// Settings of `baton run`.
@@ -52,8 +52,9 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
     }
     let drain_signal = problems.check(parse_signal(&args.drain_signal));
     let certs = cert_pairs(&args.certs, &mut problems);
+    let cert_files = cert_files(&certs);
     let mut watched = args.triggers.watch.clone();
-    watched.extend(cert_files(&certs));
+    watched.extend(cert_files.iter().cloned());
     let handover = Handover {
         driver: DriverKind::Generic,
         drain_period: s.drain.drain_duration,
@@ -68,7 +69,11 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
         s,
         &args.triggers,
         handover,
-        (watched.clone(), watched),
+        Watching {
+            wait_for: watched.clone(),
+            watched,
+            cert_files,
+        },
         &mut problems,
     );
     let (Some(ready), Some(drain_signal)) = (ready, drain_signal) else {

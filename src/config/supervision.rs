@@ -24,6 +24,9 @@ pub struct Supervision {
     /// `cert_wait`): the `--cert` files and `--watch` paths. A template or static
     /// bootstrap file is not waited for: a missing one is a configuration error.
     pub wait_for: Vec<PathBuf>,
+    /// The files of `--cert` pairs among them: a change there is a certificate
+    /// rotation (`trigger="cert"`), elsewhere a file change (`trigger="file"`).
+    pub cert_files: Vec<PathBuf>,
     /// Quiet period of the file watcher.
     pub debounce: Duration,
     /// Longest a burst of file events can delay a restart.
@@ -53,12 +56,22 @@ pub(super) struct Handover {
     pub drain_signal: i32,
 }
 
+/// The files baton watches, in the three roles they play.
+pub(super) struct Watching {
+    /// Every path whose content changes trigger a restart.
+    pub watched: Vec<PathBuf>,
+    /// Those that must exist before the first epoch starts.
+    pub wait_for: Vec<PathBuf>,
+    /// Those that belong to `--cert` pairs (a change there is a rotation).
+    pub cert_files: Vec<PathBuf>,
+}
+
 /// Validate the timing flags and build the supervision settings.
 pub(super) fn supervision(
     s: &SupervisionArgs,
     t: &TriggerArgs,
     handover: Handover,
-    (watched, wait_for): (Vec<PathBuf>, Vec<PathBuf>),
+    watching: Watching,
     problems: &mut Problems,
 ) -> Supervision {
     if s.ready_timeout.is_zero() {
@@ -70,8 +83,9 @@ pub(super) fn supervision(
             StatusAddr::Off => None,
             StatusAddr::At(addr) => Some(addr),
         },
-        watched,
-        wait_for,
+        watched: watching.watched,
+        wait_for: watching.wait_for,
+        cert_files: watching.cert_files,
         debounce: t.debounce,
         debounce_cap: t.debounce_cap.max(t.debounce),
         restart_jitter: t.restart_jitter,

@@ -19,7 +19,7 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Install the global subscriber; a bad `--log-level` is a usage error.
 pub fn init(args: &LogArgs) -> Result<(), String> {
-    let filter = EnvFilter::try_new(&args.log_level)
+    let filter = EnvFilter::try_new(directives(&args.log_level))
         .map_err(|e| format!("--log-level {}: {e}", args.log_level))?;
     let _ = FORMAT.set(args.log_format);
     let builder = tracing_subscriber::fmt()
@@ -41,6 +41,17 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The filter for `--log-level`. The HTTP/2 stack under the metrics receiver logs
+/// every frame at debug (several lines per Envoy flush): not baton's debugging, so it
+/// stays at info unless the filter names `h2`.
+fn directives(level: &str) -> String {
+    if level.split(',').any(|d| d.trim().starts_with("h2")) {
+        level.to_string()
+    } else {
+        format!("{level},h2=info")
+    }
 }
 
 /// Which stream of an epoch a line came from.
@@ -84,5 +95,17 @@ pub fn proxy_line(epoch: u32, pid: u32, stream: Stream, line: &str) {
                 Stream::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_frames_stay_quiet_unless_asked_for() {
+        assert_eq!(directives("debug"), "debug,h2=info");
+        assert_eq!(directives("info,h2=trace"), "info,h2=trace");
+        assert!(EnvFilter::try_new(directives("baton=debug")).is_ok());
     }
 }

@@ -142,7 +142,7 @@ impl Proxy for GenericProxy {
     }
 
     async fn preflight(&self, epoch: u32, _trusted: &[String]) -> Result<Prepared, PreflightError> {
-        let notes = check_certs(&self.settings.certs)?;
+        let certs = check_certs(&self.settings.certs)?;
         if let Some(command) = &self.settings.preflight {
             run_shell(&self.reaper, &self.listeners, epoch, command, "--preflight")
                 .await
@@ -150,7 +150,7 @@ impl Proxy for GenericProxy {
         }
         Ok(Prepared {
             config_digest: None,
-            notes,
+            certs,
         })
     }
 

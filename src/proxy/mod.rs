@@ -3,7 +3,7 @@
 //! The state machine decides *when*; a [`Proxy`] knows *how* for its kind. The shell
 //! (`app::shell`) is written once against this trait. A driver is built once,
 //! complete, by `app` from its plain settings and the resources it needs (reaper,
-//! stats segment, listener set, statsd receiver): there is no second phase.
+//! stats segment, listener set, metrics receiver): there is no second phase.
 
 pub mod envoy;
 pub mod generic;
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::bootstrap::CertPair;
-use crate::supervisor::{DriverKind, FailureReason, Launch};
+use crate::supervisor::{CertInfo, DriverKind, FailureReason, Launch};
 
 /// A preflight that did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,29 +40,36 @@ impl PreflightError {
 pub struct Prepared {
     /// sha256 of the configuration the epoch will run with, hex.
     pub config_digest: Option<String>,
-    /// Lines worth logging (e.g. the serial of a new certificate).
-    pub notes: Vec<String>,
+    /// The `--cert` pairs it will serve, as checked.
+    pub certs: Vec<CertInfo>,
 }
 
-/// Check every `--cert` pair (parses, key matches, valid now, chain in order); the
-/// notes name each certificate's serial for the log.
-pub fn check_certs(pairs: &[CertPair]) -> Result<Vec<String>, PreflightError> {
+/// Check every `--cert` pair (parses, key matches, valid now, chain in order); what
+/// each leaf holds, for the epoch's record, the log and the expiry metrics.
+pub fn check_certs(pairs: &[CertPair]) -> Result<Vec<CertInfo>, PreflightError> {
     let now = std::time::SystemTime::now();
     pairs
         .iter()
         .map(|pair| {
             crate::certs::check_pair(&pair.cert, &pair.key, now)
-                .map(|summary| {
-                    format!(
-                        "certificate {} serial {} ({}) passed its checks",
-                        pair.cert.display(),
-                        summary.serial,
-                        summary.subject
-                    )
+                .map(|summary| CertInfo {
+                    path: pair.cert.display().to_string(),
+                    subject: summary.subject,
+                    serial: summary.serial,
+                    not_before: unix_seconds(summary.not_before),
+                    not_after: unix_seconds(summary.not_after),
                 })
                 .map_err(|e| PreflightError::new(FailureReason::Cert, e.to_string()))
         })
         .collect()
+}
+
+/// Seconds since the Unix epoch, negative before it.
+fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
 }
 
 /// sha256 of a file, hex; `None` if it cannot be read.

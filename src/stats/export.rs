@@ -3,10 +3,14 @@
 //!
 //! Names are made Prometheus-safe (`[a-zA-Z0-9_:]`, other bytes become `_`, a leading
 //! digit gets a `_` prefix). Counters keep their name as given plus `_total` unless
-//! it already ends so; gauges keep it as given.
+//! it already ends so; gauges keep it as given. The text is prometheus-client's.
 
-use std::fmt::Write;
+use std::collections::HashSet;
 
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::layout::Kind;
@@ -46,23 +50,48 @@ fn kind_label(kind: Kind) -> &'static str {
     }
 }
 
-/// The samples as Prometheus text (version 0.0.4), one `# TYPE` line each.
-pub fn to_prometheus<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> String {
-    let mut text = String::new();
+/// Register `samples` in `registry` (prometheus-client encodes them): a counter as
+/// `<name>_total`, a gauge as `<name>`, names made Prometheus-safe. A sample is left
+/// out when its family name starts with one of `reserved` (namespaces others own in
+/// the same scrape) or is already in `families` (two names that sanitise alike); the
+/// name of every family registered is added to `families`.
+pub fn register<'a>(
+    registry: &mut Registry,
+    samples: impl IntoIterator<Item = &'a Sample>,
+    reserved: &[&str],
+    families: &mut HashSet<String>,
+) {
     for s in samples {
-        let mut name = prometheus_name(&s.name);
-        let kind = match s.kind {
+        let name = prometheus_name(&s.name);
+        let help = format!("stats segment: {}", s.name);
+        // prometheus-client adds `_total` to a counter's name.
+        let (family, base) = match s.kind {
             Kind::Counter => {
-                if !name.ends_with("_total") {
-                    name.push_str("_total");
-                }
-                "counter"
+                let base = name.strip_suffix("_total").unwrap_or(&name).to_string();
+                (format!("{base}_total"), base)
             }
-            Kind::Gauge => "gauge",
+            Kind::Gauge => (name.clone(), name),
         };
-        // Writing into a String cannot fail.
-        let _ = writeln!(text, "# TYPE {name} {kind}\n{name} {}", s.value);
+        if reserved.iter().any(|r| family.starts_with(r)) || !families.insert(family.clone()) {
+            tracing::debug!(name = %s.name, family, "segment metric left out of the scrape");
+            continue;
+        }
+        match s.kind {
+            // A counter's total is a u64 and a gauge's sum an i64, by construction.
+            Kind::Counter => registry.register(base, help, ConstCounter::new(s.value as u64)),
+            Kind::Gauge => registry.register(base, help, ConstGauge::new(s.value as i64)),
+        }
     }
+}
+
+/// The samples as Prometheus text (version 0.0.4), every one of them (baton's own
+/// included): `GET /stats/segment?format=prometheus` and `baton stats`.
+pub fn to_prometheus(samples: &[Sample]) -> String {
+    let mut registry = Registry::default();
+    register(&mut registry, samples, &[], &mut HashSet::new());
+    let mut text = String::new();
+    // Writing into a String cannot fail, and counters and gauges always encode.
+    let _ = prometheus_text::encode(&mut text, &registry);
     text
 }
 
@@ -107,12 +136,42 @@ mod tests {
             sample("requests", Kind::Counter, 3),
             sample("9lives-gauge", Kind::Gauge, -2),
         ];
+        let text = to_prometheus(&samples);
+        for line in [
+            "# TYPE envoy_http_ingress_http_downstream_rq_total counter",
+            "envoy_http_ingress_http_downstream_rq_total 7",
+            "# TYPE requests_total counter",
+            "requests_total 3",
+            "# TYPE _9lives_gauge gauge",
+            "_9lives_gauge -2",
+            "# HELP requests_total stats segment: requests.",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_and_colliding_families_are_left_out() {
+        let samples = [
+            sample("baton_restarts", Kind::Counter, 1),
+            sample("a.b", Kind::Counter, 2),
+            sample("a_b_total", Kind::Counter, 3),
+            sample("a_b_total", Kind::Gauge, 4),
+            sample("c", Kind::Gauge, 5),
+        ];
+        let mut registry = Registry::default();
+        let mut families = HashSet::new();
+        register(&mut registry, &samples, &["baton_"], &mut families);
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).unwrap();
+        let values: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(values, ["a_b_total 2", "c 5"], "{text}");
         assert_eq!(
-            to_prometheus(&samples),
-            "# TYPE envoy_http_ingress_http_downstream_rq_total counter\n\
-             envoy_http_ingress_http_downstream_rq_total 7\n\
-             # TYPE requests_total counter\nrequests_total 3\n\
-             # TYPE _9lives_gauge gauge\n_9lives_gauge -2\n"
+            families,
+            HashSet::from(["a_b_total".to_string(), "c".to_string()])
         );
     }
 

@@ -4,7 +4,7 @@
 //! | route | method | answer |
 //! | --- | --- | --- |
 //! | `/healthz/ready` | GET | 200 `ready` when an epoch serves and is ready; 503 with a one-line reason otherwise |
-//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, the stats segment (proxies' own metrics, Envoy's counters carried across epochs), then (envoy mode) Envoy's own `/stats/prometheus`; Prometheus text 0.0.4 |
+//! | `/stats/prometheus` | GET | baton's `baton_*` metrics, the stats segment (a proxy's own metrics), then (envoy mode) Envoy's own `/stats/prometheus` with its counters carried across epochs; Prometheus text 0.0.4, each family once |
 //! | `/stats/segment` | GET | the whole stats segment; `?format=json` (default) or `?format=prometheus` |
 //! | `/epochs` | GET | JSON [`EpochsReport`]: readiness, epochs (oldest first), last error, counters |
 //! | `/restart` | POST, loopback | 202 JSON [`RestartReply`]: started, coalesced, deferred or refused |
@@ -22,8 +22,10 @@
 //! so it answers while a restart is in progress or the proxy hangs.
 
 mod command;
+mod envoy_text;
 mod loopback;
 mod metrics;
+mod registry;
 mod routes;
 mod server;
 mod snapshot;
@@ -39,13 +41,15 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::proxy::envoy::counters::EnvoyCounters;
 use crate::stats::Segment;
 
 pub use command::{Command, RestartReply};
 pub use snapshot::{EpochStatus, EpochsReport, Readiness, Snapshot, Static};
 
-/// How long `/stats/prometheus` waits for Envoy's own stats before serving baton's
-/// alone. Below Prometheus's default 10s scrape timeout, with room for baton's part.
+/// How long `/stats/prometheus` waits for Envoy's own stats at most. Below
+/// Prometheus's default 10s scrape timeout, with room for baton's part; a scraper
+/// that says it gives up sooner (`X-Prometheus-Scrape-Timeout-Seconds`) gets less.
 pub const DEFAULT_ENVOY_STATS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest request body accepted (the routes take none; a hook may send a little).
@@ -63,6 +67,9 @@ pub struct StatusState {
     envoy_stats_timeout: Duration,
     reply_timeout: Duration,
     segment: Option<Arc<Segment>>,
+    envoy_counters: Option<Arc<EnvoyCounters>>,
+    /// Envoy's last answer, for a scrape it does not answer in time.
+    last_envoy: metrics::LastEnvoy,
 }
 
 impl StatusState {
@@ -78,12 +85,20 @@ impl StatusState {
             envoy_stats_timeout: DEFAULT_ENVOY_STATS_TIMEOUT,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             segment: None,
+            envoy_counters: None,
+            last_envoy: metrics::LastEnvoy::default(),
         }
     }
 
     /// Export the stats segment too (`/stats/segment`, and in `/stats/prometheus`).
     pub fn with_segment(mut self, segment: Arc<Segment>) -> Self {
         self.segment = Some(segment);
+        self
+    }
+
+    /// Show Envoy's counters with the totals carried across epochs.
+    pub fn with_envoy_counters(mut self, counters: Arc<EnvoyCounters>) -> Self {
+        self.envoy_counters = Some(counters);
         self
     }
 

@@ -9,11 +9,11 @@
 //! **Invariant:** a mutating handler waits for the shell's decision at most
 //! [`StatusState::reply_timeout`]; a shell that is gone or silent reads as 503.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::oneshot;
@@ -45,15 +45,24 @@ pub(super) async fn epochs(State(state): State<StatusState>) -> Json<EpochsRepor
 }
 
 /// `GET /stats/prometheus`.
-pub(super) async fn prometheus(State(state): State<StatusState>) -> Response {
+pub(super) async fn prometheus(State(state): State<StatusState>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshots.borrow().clone();
     let segment = state
         .segment
         .as_ref()
         .map(|s| s.snapshot())
         .unwrap_or_default();
-    let body = metrics::scrape(&snapshot, &segment, state.envoy_stats_timeout).await;
+    let carried = state.envoy_counters.as_deref();
+    let budget = metrics::envoy_budget(state.envoy_stats_timeout, scrape_timeout(&headers));
+    let body = metrics::scrape(&snapshot, &segment, carried, budget, &state.last_envoy).await;
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The scraper's own timeout, as Prometheus announces it with every scrape.
+fn scrape_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("x-prometheus-scrape-timeout-seconds")?;
+    let seconds: f64 = value.to_str().ok()?.trim().parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// The format asked of `GET /stats/segment`.

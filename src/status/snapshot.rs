@@ -12,7 +12,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::{DriverKind, Epoch, Millis, Phase, State, Trigger};
+use crate::supervisor::{
+    CertInfo, DriverKind, Epoch, Millis, Phase, RestartCause, RestartDurations, State, Trigger,
+};
 
 /// Whether baton should receive traffic, as Kubernetes readiness sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +53,8 @@ pub struct EpochStatus {
     pub pid: Option<u32>,
     /// Life stage.
     pub state: Phase,
-    /// What asked for it (`signal`, `file-change`, `api`); `null` for the first
-    /// epoch and crash recoveries.
+    /// What asked for it (`signal`, `file-change`, `cert-change`, `api`); `null` for
+    /// the first epoch and crash recoveries.
     #[serde(default)]
     pub trigger: Option<Trigger>,
     /// When its process was spawned.
@@ -72,6 +74,9 @@ pub struct EpochStatus {
     pub restart_epoch: u32,
     /// Hot-restart chain (0 in generic mode).
     pub chain: u32,
+    /// The `--cert` pairs it was started with: subject, serial, validity.
+    #[serde(default)]
+    pub certs: Vec<CertInfo>,
 }
 
 /// Everything the status server knows, replaced whole after every event.
@@ -85,12 +90,17 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// Restarts started (every trigger that was not coalesced, plus crash recoveries).
     pub restarts_total: u64,
+    /// The same by cause label (`signal`, `file`, `cert`, `http`, `crash`).
+    pub restarts_by_trigger: BTreeMap<String, u64>,
+    /// Trigger → serving of every restart after the first epoch.
+    pub restart_durations: RestartDurations,
     /// Restarts that did not put a new epoch into service, by reason label
     /// (`template`, `config`, `cert`, `preflight`, `spawn`, `not_ready`, `exited`).
     pub restart_failures: BTreeMap<String, u64>,
     /// Times the serving epoch died.
     pub crashes_total: u64,
-    /// Certificate rotations that led to a restart.
+    /// File-triggered restarts (a `--watch` path or a `--cert` pair changed) that put
+    /// a new epoch into service.
     pub rotations_total: u64,
     /// How long the last successful restart took, request to ready.
     pub last_restart_duration_ms: Option<u64>,
@@ -134,6 +144,7 @@ impl Snapshot {
             exit_status: e.exit.map(|x| x.to_string()),
             restart_epoch: e.restart_epoch,
             chain: e.chain,
+            certs: e.certs.clone(),
         };
         let counts = state.counts();
         Snapshot {
@@ -144,6 +155,11 @@ impl Snapshot {
             epochs: state.history().chain(state.epochs()).map(status).collect(),
             last_error: state.last_error().map(str::to_string),
             restarts_total: counts.restarts,
+            restarts_by_trigger: RestartCause::ALL
+                .iter()
+                .map(|c| (c.label().to_string(), counts.restarts_of(*c)))
+                .collect(),
+            restart_durations: counts.restart_durations.clone(),
             restart_failures: crate::supervisor::FailureReason::ALL
                 .iter()
                 .map(|r| (r.label().to_string(), counts.failures_of(*r)))
@@ -167,6 +183,8 @@ impl Snapshot {
             epochs: Vec::new(),
             last_error: None,
             restarts_total: 0,
+            restarts_by_trigger: BTreeMap::new(),
+            restart_durations: RestartDurations::default(),
             restart_failures: BTreeMap::new(),
             crashes_total: 0,
             rotations_total: 0,
@@ -182,6 +200,14 @@ impl Snapshot {
     /// The epoch in [`Phase::Serving`], if any.
     pub fn serving(&self) -> Option<&EpochStatus> {
         self.epochs.iter().find(|e| e.state == Phase::Serving)
+    }
+
+    /// The `--cert` pairs served: those of the serving epoch or, while none serves,
+    /// of the last epoch that did (a recovery starts from the same files).
+    pub fn served_certs(&self) -> &[CertInfo] {
+        self.serving()
+            .or_else(|| self.epochs.iter().rev().find(|e| e.ready_at.is_some()))
+            .map_or(&[], |e| e.certs.as_slice())
     }
 
     /// Epochs whose process exists: spawned and not yet exited.
@@ -296,12 +322,21 @@ mod tests {
             exit_status: None,
             restart_epoch: 1,
             chain: 0,
+            certs: vec![CertInfo {
+                path: "/certs/tls.crt".into(),
+                subject: "CN=example.com".into(),
+                serial: "1A".into(),
+                not_before: 1_700_000_000,
+                not_after: 1_800_000_000,
+            }],
         };
         let json = serde_json::to_value(&epoch).unwrap();
         assert_eq!(json["started_at"], "2023-11-14T22:13:20.250Z");
         assert_eq!(json["ready_at"], serde_json::Value::Null);
         assert_eq!(json["state"], "serving");
         assert_eq!(json["trigger"], "file-change");
+        assert_eq!(json["certs"][0]["serial"], "1A");
+        assert_eq!(json["certs"][0]["not_after"], 1_800_000_000);
         let back: EpochStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, epoch);
     }
@@ -332,6 +367,7 @@ mod tests {
             exit_status: None,
             restart_epoch: 0,
             chain: 0,
+            certs: Vec::new(),
         };
         snapshot.epochs = vec![
             epoch(0, Some(10), Phase::Exited),
@@ -341,5 +377,41 @@ mod tests {
         ];
         assert_eq!(snapshot.running(), 2);
         assert_eq!(snapshot.serving().map(|e| e.number), Some(2));
+    }
+
+    #[test]
+    fn served_certs_are_the_serving_epochs_or_the_last_that_served() {
+        let pair = |serial: &str| CertInfo {
+            path: "/c/tls.crt".into(),
+            subject: "CN=x".into(),
+            serial: serial.into(),
+            not_before: 0,
+            not_after: 1,
+        };
+        let epoch = |number, state, served: bool, serial: &str| EpochStatus {
+            number,
+            pid: Some(number),
+            state,
+            trigger: None,
+            started_at: None,
+            ready_at: served.then(|| at(number.into())),
+            exited_at: None,
+            config_digest: None,
+            exit_status: None,
+            restart_epoch: 0,
+            chain: 0,
+            certs: vec![pair(serial)],
+        };
+        let mut snapshot = Snapshot::starting("envoy", at(0));
+        assert!(snapshot.served_certs().is_empty());
+        snapshot.epochs = vec![
+            epoch(0, Phase::Exited, true, "A"),
+            epoch(1, Phase::Serving, true, "B"),
+            epoch(2, Phase::Starting, false, "C"),
+        ];
+        assert_eq!(snapshot.served_certs()[0].serial, "B");
+        // The serving epoch crashed; its replacement is not ready yet.
+        snapshot.epochs[1].state = Phase::Exited;
+        assert_eq!(snapshot.served_certs()[0].serial, "B");
     }
 }

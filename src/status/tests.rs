@@ -92,6 +92,7 @@ fn epoch(number: u32, state: Phase) -> EpochStatus {
         exit_status: None,
         restart_epoch: number,
         chain: 0,
+        certs: Vec::new(),
     }
 }
 
@@ -135,7 +136,8 @@ async fn epochs_lists_epochs_oldest_first_with_the_last_error() {
         serde_json::json!({
             "number": 3, "pid": 103, "state": "serving", "trigger": null,
             "started_at": "2023-11-14T22:13:20.000Z", "ready_at": null, "exited_at": null,
-            "config_digest": "sha256:3", "exit_status": null, "restart_epoch": 3, "chain": 0
+            "config_digest": "sha256:3", "exit_status": null, "restart_epoch": 3, "chain": 0,
+            "certs": []
         })
     );
     let report: EpochsReport = serde_json::from_str(&body).unwrap();
@@ -274,6 +276,7 @@ async fn prometheus_serves_baton_metrics_then_envoys_own() {
         s.driver = "envoy".into();
         s.envoy_admin = Some(admin);
         s.restarts_total = 7;
+        s.restarts_by_trigger.insert("signal".into(), 7);
         s.epochs = vec![epoch(5, Phase::Serving)];
         s.readiness = Readiness::Ready;
     });
@@ -293,7 +296,7 @@ async fn prometheus_serves_baton_metrics_then_envoys_own() {
     assert_valid_exposition(&text);
     let lines: Vec<&str> = text.lines().collect();
     for line in [
-        "baton_restarts_total 7",
+        "baton_restarts_total{trigger=\"signal\"} 7",
         "baton_epoch 5",
         "baton_epochs_running 1",
         "baton_ready 1",
@@ -324,7 +327,7 @@ async fn prometheus_serves_baton_metrics_when_envoy_is_down() {
         "{text}"
     );
     assert!(
-        text.lines().any(|l| l == "baton_restarts_total 0"),
+        text.lines().any(|l| l == "baton_proxy_crashes_total 0"),
         "{text}"
     );
 }
@@ -421,4 +424,86 @@ async fn a_malformed_body_is_refused_before_anything_is_done() {
         .unwrap();
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+}
+
+/// A loopback address that accepts connections and never answers.
+async fn hung_envoy_admin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    hung
+}
+
+async fn scrape_with_timeout_header(state: &StatusState, seconds: &str) -> String {
+    let request = Request::get("/stats/prometheus")
+        .header("X-Prometheus-Scrape-Timeout-Seconds", seconds)
+        .body(Body::empty())
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn prometheus_answers_within_the_scrapers_own_timeout() {
+    let h = harness();
+    let hung = hung_envoy_admin().await;
+    h.snapshots.send_modify(|s| s.envoy_admin = Some(hung));
+    // The default wait for Envoy is 3s; the scraper gives up after 0.25s.
+    let began = std::time::Instant::now();
+    let text = scrape_with_timeout_header(&h.state, "0.25").await;
+    assert!(
+        began.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        text.lines().any(|l| l == "baton_envoy_stats_up 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn envoys_last_answer_stands_in_while_it_is_slow() {
+    let h = harness();
+    let admin = fake_envoy_admin(ENVOY_TEXT).await;
+    h.snapshots.send_modify(|s| s.envoy_admin = Some(admin));
+    let first = scrape_with_timeout_header(&h.state, "1").await;
+    assert!(first.contains("envoy_server_live{} 1\n"), "{first}");
+    // Envoy's admin port is busy (a hot restart): the last answer, with
+    // `baton_envoy_stats_up 0`, keeps Envoy's series in the scrape.
+    let hung = hung_envoy_admin().await;
+    h.snapshots.send_modify(|s| s.envoy_admin = Some(hung));
+    let second = scrape_with_timeout_header(&h.state, "0.2").await;
+    assert_valid_exposition(&second);
+    assert!(second.contains("envoy_server_live{} 1\n"), "{second}");
+    assert!(
+        second.lines().any(|l| l == "baton_envoy_stats_up 0"),
+        "{second}"
+    );
+}
+
+#[test]
+fn the_wait_for_envoy_fits_the_scrapers_timeout() {
+    let limit = Duration::from_secs(3);
+    assert_eq!(metrics::envoy_budget(limit, None), limit);
+    assert_eq!(
+        metrics::envoy_budget(limit, Some(Duration::from_secs(1))),
+        Duration::from_millis(800)
+    );
+    assert_eq!(
+        metrics::envoy_budget(limit, Some(Duration::from_secs(10))),
+        limit
+    );
+    assert_eq!(
+        metrics::envoy_budget(limit, Some(Duration::ZERO)),
+        Duration::from_millis(50)
+    );
 }

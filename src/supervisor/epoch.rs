@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{Millis, ProcessExit, Trigger};
+use super::event::{CertInfo, Millis, ProcessExit, Trigger};
 
 /// Where an epoch is in its life. The status endpoint shows the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,8 @@ pub struct Epoch {
     pub trigger: Option<Trigger>,
     /// sha256 of its configuration, once its preflight passed.
     pub config_digest: Option<String>,
+    /// The `--cert` pairs it serves, as its preflight checked them.
+    pub certs: Vec<CertInfo>,
     /// When the first trigger it answers arrived.
     pub requested_at: Millis,
     /// When its process was spawned.
@@ -102,6 +104,7 @@ impl Epoch {
             phase: Phase::Preparing,
             trigger,
             config_digest: None,
+            certs: Vec::new(),
             requested_at,
             spawned_at: None,
             ready_at: None,

@@ -13,8 +13,11 @@ pub type Millis = u64;
 pub enum Trigger {
     /// SIGHUP.
     Signal,
-    /// A watched file's content changed.
+    /// The content of a `--watch` path (or the template, or the static bootstrap)
+    /// changed.
     FileChange,
+    /// A file of a `--cert` pair changed: a certificate rotation.
+    CertChange,
     /// `POST /restart` or `baton restart`.
     Api,
 }
@@ -25,6 +28,7 @@ impl Trigger {
         match self {
             Trigger::Signal => "signal",
             Trigger::FileChange => "file-change",
+            Trigger::CertChange => "cert-change",
             Trigger::Api => "api",
         }
     }
@@ -34,6 +38,22 @@ impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
     }
+}
+
+/// One `--cert` pair as a preflight checked it: what an epoch serves. Plain data for
+/// the status server (`/epochs`, `baton status`, the expiry metrics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertInfo {
+    /// The certificate file, as given to `--cert`.
+    pub path: String,
+    /// The leaf's subject (`CN=example.com, O=Example`).
+    pub subject: String,
+    /// The leaf's serial in upper-case hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// Start of the leaf's validity window, Unix seconds.
+    pub not_before: i64,
+    /// End of the leaf's validity window (notAfter), Unix seconds.
+    pub not_after: i64,
 }
 
 /// Why a new epoch was not put into service. The label of
@@ -155,6 +175,8 @@ pub enum Event {
         epoch: u32,
         /// sha256 of the configuration it will run with.
         config_digest: Option<String>,
+        /// The `--cert` pairs it will serve, as checked.
+        certs: Vec<CertInfo>,
     },
     /// The preflight of `epoch` failed; nothing was started.
     PreflightFailed {

@@ -38,8 +38,9 @@ mod step;
 
 pub use action::{Action, Launch, Report, StopSignal};
 pub use backoff::Backoff;
+pub use counts::{RestartCause, RestartDurations, RESTART_BUCKETS_MS};
 pub use epoch::{Epoch, Phase};
-pub use event::{Event, FailureReason, Millis, ProcessExit, Trigger};
+pub use event::{CertInfo, Event, FailureReason, Millis, ProcessExit, Trigger};
 pub use policy::{DriverKind, Policy};
 pub use state::State;
 #[cfg(test)]

@@ -64,7 +64,7 @@ enum Move {
 
 fn a_move() -> impl Strategy<Value = Move> {
     prop_oneof![
-        3 => (0u8..3).prop_map(Move::Trigger),
+        3 => (0u8..4).prop_map(Move::Trigger),
         4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..5)
             .prop_map(|(pick, pass, reason)| Move::Preflight { pick, pass, reason }),
         4 => (any::<usize>(), prop::bool::weighted(0.9))
@@ -208,7 +208,12 @@ impl World {
     fn play(&mut self, m: Move) -> Result<(), TestCaseError> {
         match m {
             Move::Trigger(t) => {
-                let trigger = [Trigger::Signal, Trigger::FileChange, Trigger::Api][t as usize];
+                let trigger = [
+                    Trigger::Signal,
+                    Trigger::FileChange,
+                    Trigger::CertChange,
+                    Trigger::Api,
+                ][t as usize];
                 self.feed(Event::RestartRequested(trigger))
             }
             Move::Preflight { pick, pass, reason } => {
@@ -222,6 +227,7 @@ impl World {
                     Event::PreflightPassed {
                         epoch,
                         config_digest: Some(format!("digest-{epoch}")),
+                        certs: Vec::new(),
                     }
                 } else {
                     Event::PreflightFailed {
@@ -351,6 +357,7 @@ impl World {
                 self.feed(Event::PreflightPassed {
                     epoch,
                     config_digest: None,
+                    certs: Vec::new(),
                 })?;
             } else if !self.spawns.is_empty() {
                 self.play(Move::Spawn { pick: 0, ok: true })?;
@@ -533,6 +540,17 @@ fn check_state(s: &State) -> Result<(), TestCaseError> {
     let mut numbers: Vec<u32> = s.epochs().iter().map(|e| e.number).collect();
     numbers.dedup();
     prop_assert_eq!(numbers.len(), s.epochs().len(), "duplicate epoch numbers");
+    // The restarts by cause add up to the total, and a restart is timed only once it
+    // serves, so there are never more durations than restarts.
+    let counts = s.counts();
+    prop_assert_eq!(
+        counts.restarts_by_cause.values().sum::<u64>(),
+        counts.restarts
+    );
+    let durations = &counts.restart_durations;
+    prop_assert_eq!(durations.buckets.iter().sum::<u64>(), durations.count);
+    prop_assert!(durations.count <= counts.restarts);
+    prop_assert!(counts.rotations <= durations.count);
     Ok(())
 }
 

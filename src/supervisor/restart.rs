@@ -7,7 +7,7 @@
 use super::action::{Action, Launch, Report, StopSignal};
 use super::chain;
 use super::epoch::{Epoch, Phase};
-use super::event::{Event, Millis, Trigger};
+use super::event::{CertInfo, Event, Millis, Trigger};
 use super::state::{BackoffTimer, Pending, Stage, State};
 
 pub(super) fn on_start(state: &mut State, now: Millis, out: &mut Vec<Action>) {
@@ -126,6 +126,7 @@ pub(super) fn on_preflight_passed(
     state: &mut State,
     epoch: u32,
     config_digest: Option<String>,
+    certs: Vec<CertInfo>,
     out: &mut Vec<Action>,
 ) {
     let Some(i) = state.find(epoch) else {
@@ -148,6 +149,7 @@ pub(super) fn on_preflight_passed(
     e.restart_epoch = restart_epoch;
     e.phase = Phase::Starting;
     e.config_digest = config_digest;
+    e.certs = certs;
     state.next_epoch = epoch + 1;
     out.push(Action::Spawn(Launch {
         epoch,

@@ -19,7 +19,8 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
         Event::PreflightPassed {
             epoch,
             config_digest,
-        } => restart::on_preflight_passed(state, epoch, config_digest, out_),
+            certs,
+        } => restart::on_preflight_passed(state, epoch, config_digest, certs, out_),
         Event::PreflightFailed {
             epoch,
             reason,

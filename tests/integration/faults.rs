@@ -133,7 +133,7 @@ fn a_certificate_directory_removed_and_recreated_is_served_and_watched_again() {
         let restart = baton
             .find("hot restart requested", &[("epoch", json!(epoch))])
             .unwrap_or_else(|| panic!("no restart for epoch {epoch}"));
-        assert_eq!(restart["trigger"], json!("file-change"));
+        assert_eq!(restart["trigger"], json!("cert-change"));
     }
     assert!(
         baton

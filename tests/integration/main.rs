@@ -9,6 +9,7 @@ mod load;
 mod memory;
 mod pid1;
 mod pod;
+mod prometheus;
 mod render;
 mod rotation;
 mod stats;

@@ -192,7 +192,7 @@ fn kubernetes_secret_swap_restarts_once_onto_the_new_certificate() {
     let restart = baton
         .find("hot restart requested", &[("epoch", json!(1))])
         .unwrap();
-    assert_eq!(restart["trigger"], json!("file-change"));
+    assert_eq!(restart["trigger"], json!("cert-change"));
     wait_serial(port, "2002");
     assert_no_epoch_after(&mut baton, 1);
     baton.signal(Signal::SIGTERM);

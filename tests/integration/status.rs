@@ -169,11 +169,14 @@ fn prometheus_endpoint_merges_baton_and_envoy_metrics() {
     let (mut baton, _upstream, _port) = EnvoySetup::new().start("standalone", &[]);
     let (code, body) = http(baton.status_port, "GET", "/stats/prometheus").unwrap();
     assert_eq!(code, 200);
-    assert_eq!(
-        prometheus_sample(&body, "baton_restarts_total"),
-        Some(0.0),
-        "{body}"
-    );
+    for trigger in ["signal", "file", "cert", "http", "crash"] {
+        let series = format!("baton_restarts_total{{trigger=\"{trigger}\"}}");
+        assert_eq!(
+            prometheus_sample(&body, &series),
+            Some(0.0),
+            "{series}: {body}"
+        );
+    }
     assert_eq!(prometheus_sample(&body, "baton_ready"), Some(1.0), "{body}");
     assert_eq!(
         prometheus_sample(&body, "envoy_server_live"),

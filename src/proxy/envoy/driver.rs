@@ -32,15 +32,15 @@ pub struct EnvoyProxy {
 }
 
 impl EnvoyProxy {
-    /// The driver for `settings`: epochs send their counters to baton's statsd
-    /// receiver on `statsd_port`, and helper commands run through `reaper`.
+    /// The driver for `settings`: epochs send their counters to baton's receiver on
+    /// `sink_port`, and helper commands run through `reaper`.
     pub fn new(
         settings: Settings,
         reaper: Reaper,
-        statsd_port: u16,
+        sink_port: u16,
         hot_restart_version: Option<String>,
     ) -> Self {
-        let files = EpochFiles::new(&settings, statsd_port);
+        let files = EpochFiles::new(&settings, sink_port);
         let chains = Chains::new(&settings.config_dir, settings.base_id);
         EnvoyProxy {
             settings,
@@ -66,7 +66,7 @@ impl Proxy for EnvoyProxy {
     }
 
     async fn preflight(&self, epoch: u32, trusted: &[String]) -> Result<Prepared, PreflightError> {
-        let mut notes = check_certs(&self.settings.certs)?;
+        let certs = check_certs(&self.settings.certs)?;
         let path = self.files.write(epoch)?;
         let digest = file_digest(&path);
         // A bootstrap byte for byte the same as one that reached LIVE passed this
@@ -74,8 +74,9 @@ impl Proxy for EnvoyProxy {
         // protect nothing. Files it names are checked by the new epoch's own start,
         // whose failure leaves the serving epoch untouched.
         if digest.as_ref().is_some_and(|d| trusted.contains(d)) {
-            notes.push(
-                "bootstrap identical to one that served: envoy --mode validate skipped".into(),
+            tracing::info!(
+                epoch,
+                "bootstrap identical to one that served: envoy --mode validate skipped"
             );
         } else {
             let checked = validate::validate(
@@ -92,7 +93,7 @@ impl Proxy for EnvoyProxy {
         }
         Ok(Prepared {
             config_digest: digest,
-            notes,
+            certs,
         })
     }
 

@@ -1,10 +1,10 @@
-//! Each epoch's bootstrap file: produced from the plan, with baton's statsd sink
-//! added, written atomically as `envoy-rev<N>.json` (mode 0600) and removed when the
+//! Each epoch's bootstrap file: produced from the plan, with baton's metrics
+//! sink added, written atomically as `envoy-rev<N>.json` (mode 0600) and removed when the
 //! epoch is gone. `baton render` writes exactly what `baton envoy` would.
 
 use std::path::PathBuf;
 
-use super::statsd;
+use super::sink;
 use super::Settings;
 use crate::bootstrap::{self, BootstrapPlan};
 use crate::proxy::PreflightError;
@@ -15,18 +15,18 @@ use crate::supervisor::FailureReason;
 pub struct EpochFiles {
     plan: BootstrapPlan,
     dir: PathBuf,
-    sink: statsd::Sink,
+    sink: sink::Sink,
 }
 
 impl EpochFiles {
-    /// Files from `settings`, whose sink points at baton's statsd receiver on
-    /// `statsd_port` (0 where no receiver runs, as in `baton render`).
-    pub fn new(settings: &Settings, statsd_port: u16) -> Self {
+    /// Files from `settings`, whose sink points at baton's receiver on `sink_port`
+    /// (0 where no receiver runs, as in `baton render`).
+    pub fn new(settings: &Settings, sink_port: u16) -> Self {
         EpochFiles {
             plan: settings.bootstrap.clone(),
             dir: settings.config_dir.clone(),
-            sink: statsd::Sink {
-                port: statsd_port,
+            sink: sink::Sink {
+                port: sink_port,
                 flush: settings.stats_flush,
             },
         }
@@ -46,7 +46,7 @@ impl EpochFiles {
         // A YAML static bootstrap is used as-is: it gets no sink.
         if rendered.json.is_object() {
             let mut json = rendered.json;
-            statsd::add_sink(&mut json, self.sink);
+            sink::add_sink(&mut json, self.sink);
             rendered = bootstrap::Rendered::from_json(json);
         }
         let path = self.path(epoch);

@@ -1,7 +1,7 @@
 //! The Envoy driver: native hot restart.
 //!
-//! Per epoch: render the bootstrap into `envoy-rev<N>.json` (with baton's statsd
-//! sink added, see [`statsd`]), check it with `envoy --mode validate`, start Envoy
+//! Per epoch: render the bootstrap into `envoy-rev<N>.json` (with baton's metrics
+//! sink added, see [`sink`]), check it with `envoy --mode validate`, start Envoy
 //! with `--restart-epoch`, and call it ready once its admin API reports `LIVE`
 //! **and** `listener_manager.workers_started` = 1 for exactly that restart epoch
 //! (the parent answers on the same port until the child takes the admin socket
@@ -14,17 +14,21 @@
 //! Code map: [`Settings`] (plain data from `config`) · `epoch_files` (each epoch's
 //! bootstrap file, shared with `baton render`) · `driver` ([`EnvoyProxy`], the
 //! [`crate::proxy::Proxy`] implementation) · `readiness` · `admin` · `args` ·
-//! `chains` · `stand_in` (answering for a dead parent) · [`statsd`] · `validate`.
+//! `chains` · `stand_in` (answering for a dead parent) · [`sink`] (what baton adds
+//! to every bootstrap) · [`metrics_service`] (baton's receiver) · [`counters`]
+//! (Envoy's counters carried across epochs) · `leftovers` · `validate`.
 
 mod admin;
 mod args;
 mod chains;
+pub mod counters;
 mod driver;
 mod epoch_files;
 pub mod leftovers;
+pub mod metrics_service;
 mod readiness;
+pub mod sink;
 mod stand_in;
-pub mod statsd;
 mod validate;
 
 use std::net::SocketAddr;

@@ -44,6 +44,9 @@ fn serving_epoch_crash_restarts_at_once_then_backs_off_then_exits_with_its_code(
     let third = sim.at(1400, exited(2, 3));
     assert_eq!(third.last(), Some(&A::Exit { code: 3 }));
     assert_eq!(sim.s.counts().crashes, 3);
+    // Both recoveries are restarts caused by a crash.
+    assert_eq!(sim.s.counts().restarts_of(RestartCause::Crash), 2);
+    assert_eq!(sim.s.counts().restarts, 2);
 }
 
 #[test]

@@ -115,6 +115,7 @@ pub(super) fn passed(epoch: u32) -> Event {
     E::PreflightPassed {
         epoch,
         config_digest: None,
+        certs: Vec::new(),
     }
 }
 

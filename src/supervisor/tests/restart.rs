@@ -78,7 +78,35 @@ fn envoy_hot_restart_uses_the_next_restart_epoch_and_lets_envoy_drain_the_parent
         .collect();
     assert_eq!(gone, vec![(0, Phase::Exited, Some(40))]);
     assert_eq!(sim.s.counts().restarts, 1);
+    assert_eq!(sim.s.counts().restarts_of(RestartCause::Signal), 1);
     assert_eq!(sim.s.counts().last_restart_ms, Some(10));
+    assert_eq!(sim.s.counts().restart_durations.count, 1);
+    assert_eq!(sim.s.counts().restart_durations.sum_ms, 10);
+}
+
+#[test]
+fn cert_rotation_is_a_cert_restart_and_a_rotation_and_its_epoch_keeps_the_pair_checked() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.at(20, E::RestartRequested(Trigger::CertChange));
+    let pair = CertInfo {
+        path: "/certs/tls.crt".into(),
+        subject: "CN=example.com".into(),
+        serial: "1A".into(),
+        not_before: 1_700_000_000,
+        not_after: 1_800_000_000,
+    };
+    sim.step(E::PreflightPassed {
+        epoch: 1,
+        config_digest: None,
+        certs: vec![pair.clone()],
+    });
+    sim.at(30, E::Spawned { epoch: 1, pid: 101 });
+    sim.at(30, E::Ready { epoch: 1 });
+    let counts = sim.s.counts();
+    assert_eq!(counts.restarts_of(RestartCause::Cert), 1);
+    assert_eq!(counts.restarts_of(RestartCause::File), 0);
+    assert_eq!(counts.rotations, 1);
+    assert_eq!(sim.s.serving().map(|e| e.certs.clone()), Some(vec![pair]));
 }
 
 #[test]
@@ -422,6 +450,7 @@ fn a_configuration_that_served_is_trusted_by_later_preflights() {
     sim.step(E::PreflightPassed {
         epoch: 0,
         config_digest: Some("abc".into()),
+        certs: vec![],
     });
     // Not yet: it has not served.
     sim.step(E::Spawned { epoch: 0, pid: 100 });
@@ -441,6 +470,7 @@ fn a_configuration_that_served_is_trusted_by_later_preflights() {
     sim.step(E::PreflightPassed {
         epoch: 1,
         config_digest: Some("bad".into()),
+        certs: vec![],
     });
     sim.step(E::Spawned { epoch: 1, pid: 101 });
     sim.step(exited(1, 1));
