@@ -39,6 +39,11 @@ pub(super) fn on_exited(
         if state.serving_at_shutdown == Some(epoch) {
             state.exit_code = Some(shutdown_exit_code(status, state.policy.drain_signal));
         }
+        if state.stage == Stage::ShutdownTerminating
+            && state.policy.driver == super::DriverKind::Envoy
+        {
+            shutdown::stop_newest(state, out);
+        }
         shutdown::finish_if_empty(state, out);
         return;
     }

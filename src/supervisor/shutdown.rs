@@ -150,15 +150,20 @@ pub(super) fn terminate_all(state: &mut State, out: &mut Vec<Action>) {
     state.pending = None;
     state.backoff = BackoffTimer::Unarmed;
     drop_preparing(state, out);
-    for e in state.epochs.iter_mut() {
-        e.phase = Phase::Stopping;
-        if let Some(pid) = e.pid {
-            out.push(Action::Stop {
-                epoch: e.number,
-                pid,
-                signal: StopSignal::Term,
-            });
+    match state.policy.driver {
+        DriverKind::Generic => {
+            for e in state.epochs.iter_mut() {
+                e.phase = Phase::Stopping;
+                if let Some(pid) = e.pid {
+                    out.push(Action::Stop {
+                        epoch: e.number,
+                        pid,
+                        signal: StopSignal::Term,
+                    });
+                }
+            }
         }
+        DriverKind::Envoy => stop_newest(state, out),
     }
     if state.epochs.is_empty() {
         finish_if_empty(state, out);
@@ -166,6 +171,37 @@ pub(super) fn terminate_all(state: &mut State, out: &mut Vec<Action>) {
         out.push(Action::Schedule {
             after: state.policy.kill_grace,
             event: Event::ShutdownKillDeadline,
+        });
+    }
+}
+
+/// Envoy: SIGTERM the newest epoch not asked yet, when none is stopping. A stopping
+/// child flushes its stats and asks its parent for theirs on the way out; a parent
+/// stopped at the same moment never answers and the child would hang until SIGKILL.
+/// So epochs stop one at a time, newest first, each parent after its child.
+pub(super) fn stop_newest(state: &mut State, out: &mut Vec<Action>) {
+    if state
+        .epochs
+        .iter()
+        .any(|e| e.phase == Phase::Stopping && e.pid.is_some())
+    {
+        return;
+    }
+    // Not yet spawned (the spawn not reported): `on_spawned` kills it.
+    for e in state.epochs.iter_mut().filter(|e| e.pid.is_none()) {
+        e.phase = Phase::Stopping;
+    }
+    if let Some(e) = state
+        .epochs
+        .iter_mut()
+        .filter(|e| e.pid.is_some())
+        .max_by_key(|e| e.number)
+    {
+        e.phase = Phase::Stopping;
+        out.push(Action::Stop {
+            epoch: e.number,
+            pid: e.pid.unwrap_or(0),
+            signal: StopSignal::Term,
         });
     }
 }

@@ -238,3 +238,38 @@ fn a_generic_proxy_leaving_by_its_drain_signal_at_shutdown_exits_0() {
     sim.step(E::ShutdownRequested);
     assert_eq!(sim.step(exited(0, 3)).last(), Some(&A::Exit { code: 3 }));
 }
+
+#[test]
+fn envoy_epochs_are_stopped_newest_first_so_a_child_never_waits_on_a_stopping_parent() {
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    sim.bring_up(1, 101, 20);
+    sim.step(E::ShutdownRequested);
+    // Only the child first: it asks its parent for stats on its way out.
+    assert_eq!(
+        sim.step(E::ShutdownDrainElapsed),
+        vec![
+            stop(1, 101, StopSignal::Term),
+            schedule(5_000, E::ShutdownKillDeadline),
+        ]
+    );
+    // Then the parent, once the child is gone.
+    let child_gone = sim.step(killed(1, 15));
+    assert!(
+        child_gone.contains(&stop(0, 100, StopSignal::Term)),
+        "{child_gone:?}"
+    );
+    assert_eq!(sim.step(exited(0, 0)).last(), Some(&A::Exit { code: 0 }));
+    // The kill deadline still covers everyone at once.
+    let mut sim = Sim::serving(DriverKind::Envoy);
+    sim.step(E::RestartRequested(Trigger::Signal));
+    sim.bring_up(1, 101, 20);
+    sim.run(vec![E::ShutdownRequested, E::ShutdownDrainElapsed]);
+    assert_eq!(
+        sim.step(E::ShutdownKillDeadline),
+        vec![
+            stop(0, 100, StopSignal::Kill),
+            stop(1, 101, StopSignal::Kill)
+        ]
+    );
+}
