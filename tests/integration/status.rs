@@ -1,7 +1,6 @@
 //! The status server and the client commands against a running baton and real Envoy.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,18 +11,6 @@ use serde_json::{json, Value};
 use super::harness::*;
 
 const START: Duration = Duration::from_secs(30);
-
-fn baton_client(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(args)
-        .output()
-        .expect("run baton client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// An Envoy wrapper that takes `delay` before becoming Envoy, so "starting" lasts.
 fn slow_envoy(setup: &EnvoySetup, delay: &str) -> String {
@@ -126,8 +113,7 @@ fn epochs_endpoint_reflects_a_hot_restart() {
         "sha256 hex expected: {epochs}"
     );
 
-    let (code, out, err) =
-        baton_client(&["status", "--status-addr", &format!("127.0.0.1:{status}")]);
+    let (code, out, err) = run_baton(&["status", "--status-addr", &format!("127.0.0.1:{status}")]);
     assert_eq!(code, 0, "{err}");
     // Its table has a row for epoch 1 that says it serves.
     assert!(
@@ -210,7 +196,7 @@ fn baton_wait_returns_0_once_ready_and_1_on_timeout() {
         |setup, ports| setup.args(ports, "standalone", &[]),
         |baton| {
             let addr = format!("127.0.0.1:{}", baton.status_port);
-            let waited = baton_client(&["wait", "--status-addr", &addr, "--timeout", "30s"]);
+            let waited = run_baton(&["wait", "--status-addr", &addr, "--timeout", "30s"]);
             (waited, baton.epochs())
         },
     );
@@ -221,9 +207,9 @@ fn baton_wait_returns_0_once_ready_and_1_on_timeout() {
     // Bound and never listening: connections are refused for as long as it is held.
     let closed = ClosedPort::new();
     let nobody = closed.addr();
-    let (code, _, err) = baton_client(&["wait", "--status-addr", &nobody, "--timeout", "300ms"]);
+    let (code, _, err) = run_baton(&["wait", "--status-addr", &nobody, "--timeout", "300ms"]);
     assert_eq!(code, 1, "{err}");
-    let (code, _, err) = baton_client(&["restart", "--status-addr", &nobody]);
+    let (code, _, err) = run_baton(&["restart", "--status-addr", &nobody]);
     assert_eq!(code, 1);
     assert!(err.contains(&nobody), "{err}");
     baton.signal(Signal::SIGTERM);

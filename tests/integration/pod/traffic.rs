@@ -303,22 +303,5 @@ pub fn tls_request_in_background(
 
 /// The serial (hex, as openssl prints it) of the certificate served at `target`.
 pub fn served_serial(target: SocketAddr) -> Option<String> {
-    let hello = Command::new("timeout")
-        .args(["5", "openssl", "s_client", "-servername", "localhost"])
-        .args(["-connect", &target.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    x509.stdin.take()?.write_all(&hello.stdout).ok()?;
-    let out = x509.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().strip_prefix("serial=").map(str::to_string)
+    crate::harness::served_serial_at(target)
 }
