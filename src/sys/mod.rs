@@ -5,6 +5,7 @@
 //! each block carries a `// SAFETY:` line.
 
 mod capture;
+pub mod cgroup_cpu;
 pub mod envoy_shm;
 pub mod reaper;
 pub mod signals;
