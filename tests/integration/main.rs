@@ -1,5 +1,6 @@
 //! One integration-test binary (fast linking); modules by subject.
 
+mod container;
 mod envoy;
 mod generic;
 mod harness;
