@@ -6,6 +6,7 @@ mod generic;
 mod harness;
 mod lifecycle;
 mod load;
+mod manifests;
 mod pid1;
 mod render;
 mod rotation;
