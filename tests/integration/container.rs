@@ -431,6 +431,36 @@ impl Drop for SlowUpstream {
     }
 }
 
+/// One `GET /` as an HTTP client does it: read the answer (by its length), then
+/// close. (A client that instead waits for the server to close is held by a draining
+/// Envoy for its drain timeout, 5 s, plus its delayed close, 1 s.)
+fn get_then_close(port: u16) -> Result<u16, String> {
+    let conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+    (&conn)
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err(format!("closed after {head:?}")),
+            Err(e) => return Err(format!("read: {e}")),
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().map_err(|_| format!("bad {line:?}"))?;
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(&mut reader, &mut body).map_err(|e| format!("body: {e}"))?;
+    parse_status(head.as_bytes())
+}
+
 #[test]
 fn docker_stop_answers_the_requests_in_flight_and_exits_0_within_the_grace_period() {
     const IN_FLIGHT: u64 = 8;
@@ -450,7 +480,7 @@ fn docker_stop_answers_the_requests_in_flight_and_exits_0_within_the_grace_perio
     c.wait_ready();
     let port = c.ports.listen;
     let requests: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| std::thread::spawn(move || get(port)))
+        .map(|_| std::thread::spawn(move || get_then_close(port)))
         .collect();
     eventually("every request at the upstream", START, || {
         (upstream.received.load(Ordering::SeqCst) == IN_FLIGHT).then_some(())
