@@ -15,7 +15,7 @@ use crate::defaults::{self, human};
 
 /// baton: a proxy supervisor with hot restart.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about, propagate_version = true)]
+#[command(name = "baton", version = crate::version::VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -45,6 +45,16 @@ pub enum Command {
     Status(ClientArgs),
     /// Print the stats segment of a running baton.
     Stats(StatsArgs),
+    /// Print baton's version and commit, and Envoy's version when it can be asked.
+    Version(VersionArgs),
+}
+
+/// `baton version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Ask this Envoy for its version [default: `envoy` on PATH, if there is one].
+    #[arg(long, env = "BATON_ENVOY_BINARY")]
+    pub envoy_binary: Option<PathBuf>,
 }
 
 /// `baton stats`.
@@ -183,7 +193,8 @@ pub struct BootstrapArgs {
     /// xDS server host:port (empty: none).
     #[arg(long, env = "BATON_DISCOVERY_ADDRESS", default_value = defaults::DISCOVERY_ADDRESS)]
     pub discovery_address: String,
-    /// Envoy worker threads (`--concurrency`) [default: Envoy's, one per core].
+    /// Envoy worker threads (`--concurrency`) [default: the container's CPU limit
+    /// rounded up, at most the cores; 2 without a limit, as Istio].
     #[arg(long, env = "BATON_CONCURRENCY")]
     pub concurrency: Option<u32>,
     /// How often every epoch sends its counters to baton (which carries them across

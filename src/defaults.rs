@@ -59,6 +59,8 @@ pub const IP_VERSION: &str = "v4";
 pub const READY: &str = "delay:1s";
 /// `--drain-signal`.
 pub const DRAIN_SIGNAL: &str = "SIGTERM";
+/// Envoy's `--concurrency` when the container has no CPU limit (Istio's default).
+pub const CONCURRENCY_WITHOUT_CPU_LIMIT: u32 = 2;
 /// `--log-level`.
 pub const LOG_LEVEL: &str = "info";
 

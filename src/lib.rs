@@ -44,6 +44,7 @@ mod status;
 mod supervisor;
 #[allow(unsafe_code)]
 mod sys;
+mod version;
 mod watch;
 
 use std::process::ExitCode;
@@ -110,6 +111,7 @@ pub fn main() -> ExitCode {
             args.pid,
             args.format == cli::StatsFormat::Prometheus,
         )),
+        Command::Version(args) => version::run(args.envoy_binary.as_deref()),
     };
     match result {
         Ok(code) => exit::to_process(code),

@@ -71,6 +71,7 @@ pub fn run_envoy(settings: EnvoySettings) -> anyhow::Result<i32> {
             envoy = %driver.binary.display(),
             config_dir = %driver.config_dir.display(),
             admin = %driver.admin,
+            concurrency = driver.options.concurrency,
             hot_restart_version = version.as_deref().unwrap_or("unknown"),
             "baton supervising envoy"
         );

@@ -57,7 +57,8 @@ pub struct Values {
     pub config_dir: PathBuf,
     /// Certificate pairs (`--cert`); templates use the first one as `tls`.
     pub certs: Vec<CertPair>,
-    /// Worker threads (`--concurrency`), `none` when unset.
+    /// Worker threads (`--concurrency`, or baton's default from the CPU limit);
+    /// `none` only where no driver settings made it (tests).
     pub concurrency: Option<u32>,
     /// Extra string values (`--var KEY=VALUE`), top-level names in the template.
     pub vars: BTreeMap<String, String>,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::bootstrap::{self, BootstrapPlan, CertPair, TemplateSource, Values};
 use crate::cli::{BootstrapArgs, CertArgs};
 
+use super::concurrency::{concurrency, Concurrency};
 use super::env::{private_tmp, service_node, Env};
 use super::Problems;
 
@@ -21,6 +22,8 @@ pub(super) struct BootstrapSettings {
     pub owns_config_dir: bool,
     /// `--cert` pairs.
     pub certs: Vec<CertPair>,
+    /// Envoy's workers: `--concurrency`, or from the CPU limit.
+    pub concurrency: Concurrency,
 }
 
 impl BootstrapSettings {
@@ -69,6 +72,7 @@ pub(super) fn bootstrap_settings(
         Some(dir) => (dir.clone(), false),
         None => (private_tmp(env, ""), true),
     };
+    let concurrency = concurrency(args.concurrency, &env.cpus());
     let values = Values {
         node_id: service_node(args, env),
         cluster: args.service_cluster.clone(),
@@ -77,7 +81,7 @@ pub(super) fn bootstrap_settings(
         metadata: bootstrap::metadata_from_env(env.vars()),
         config_dir: config_dir.clone(),
         certs: certs.clone(),
-        concurrency: args.concurrency,
+        concurrency: Some(concurrency.workers),
         vars,
     };
     if local.is_empty() {
@@ -97,6 +101,7 @@ pub(super) fn bootstrap_settings(
         config_dir,
         owns_config_dir,
         certs,
+        concurrency,
     })
 }
 

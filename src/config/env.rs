@@ -1,9 +1,11 @@
 //! The pod's environment, read through [`Env`] so tests never touch the real one,
-//! and what baton derives from it (Istio's node id, private directories).
+//! and what baton derives from it (Istio's node id, private directories). The CPUs
+//! the container may use are part of it (Envoy's default `--concurrency`).
 
 use std::path::{Path, PathBuf};
 
 use crate::cli::BootstrapArgs;
+use crate::sys::cgroup_cpu::{self, Cpus};
 
 /// Pod identity variables, as Kubernetes' downward API sets them for Istio.
 pub const ENV_INSTANCE_IP: &str = "INSTANCE_IP";
@@ -23,6 +25,8 @@ pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
     /// All variables.
     fn vars(&self) -> Vec<(String, String)>;
+    /// The CPUs this process may use: its cgroup's limit and its cores.
+    fn cpus(&self) -> Cpus;
 }
 
 /// The real process environment.
@@ -35,33 +39,62 @@ impl Env for ProcessEnv {
     fn vars(&self) -> Vec<(String, String)> {
         std::env::vars().collect()
     }
+    fn cpus(&self) -> Cpus {
+        cgroup_cpu::cpus()
+    }
 }
 
-/// A fixed environment, for tests.
+/// A fixed environment, for tests: variables, and 2 cores without a CPU limit
+/// unless [`MapEnv::with_cpus`] says otherwise.
 #[cfg(test)]
-#[derive(Debug, Default, Clone)]
-pub struct MapEnv(pub std::collections::BTreeMap<String, String>);
+#[derive(Debug, Clone)]
+pub struct MapEnv {
+    vars: std::collections::BTreeMap<String, String>,
+    cpus: Cpus,
+}
+
+#[cfg(test)]
+impl Default for MapEnv {
+    fn default() -> Self {
+        MapEnv::of(&[])
+    }
+}
 
 #[cfg(test)]
 impl MapEnv {
     /// An environment of these pairs.
     pub fn of(pairs: &[(&str, &str)]) -> Self {
-        MapEnv(
-            pairs
+        MapEnv {
+            vars: pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        )
+            cpus: Cpus {
+                limit: None,
+                cores: 2,
+            },
+        }
+    }
+
+    /// The same environment on these CPUs.
+    pub fn with_cpus(self, cpus: Cpus) -> Self {
+        MapEnv { cpus, ..self }
     }
 }
 
 #[cfg(test)]
 impl Env for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
+        self.vars.get(name).cloned()
     }
     fn vars(&self) -> Vec<(String, String)> {
-        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+    fn cpus(&self) -> Cpus {
+        self.cpus.clone()
     }
 }
 

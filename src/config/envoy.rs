@@ -11,6 +11,7 @@ use crate::supervisor::DriverKind;
 
 use super::binary::resolve_into;
 use super::bootstrap::{bootstrap_settings, cert_files, BootstrapSettings};
+use super::concurrency::Concurrency;
 use super::env::{service_node, Env};
 use super::supervision::{supervision, Handover, Watching};
 use super::timing::envoy_timing;
@@ -86,9 +87,11 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         service_node: service_node(&args.bootstrap, env),
         ip_version: args.local_address_ip_version.clone(),
         log_level: args.proxy_log_level.clone(),
-        concurrency: args.bootstrap.concurrency,
+        concurrency: Some(bootstrap.concurrency.workers),
         extra: args.extra.clone(),
     };
+    let mut notes = timing.notes;
+    notes.push(concurrency_note(&bootstrap.concurrency));
     let owned_config_dir = bootstrap
         .owns_config_dir
         .then(|| bootstrap.config_dir.clone());
@@ -101,7 +104,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         driver,
         supervision,
         owned_config_dir,
-        notes: timing.notes,
+        notes,
     })
 }
 
@@ -129,9 +132,11 @@ pub fn render_settings(args: &RenderArgs, env: &dyn Env) -> Result<RenderSetting
         service_node: service_node(&args.bootstrap, env),
         ip_version: defaults::IP_VERSION.into(),
         log_level: "error".into(),
-        concurrency: args.bootstrap.concurrency,
+        concurrency: Some(bootstrap.concurrency.workers),
         extra: Vec::new(),
     };
+    let mut notes = timing.notes;
+    notes.push(concurrency_note(&bootstrap.concurrency));
     let validate = validator.is_some();
     let binary = validator.unwrap_or_else(|| defaults::ENVOY_BINARY.into());
     let driver = driver_settings(binary, bootstrap, &args.bootstrap, options, timing.flush);
@@ -139,8 +144,13 @@ pub fn render_settings(args: &RenderArgs, env: &dyn Env) -> Result<RenderSetting
         driver,
         validate,
         output: args.output.clone(),
-        notes: timing.notes,
+        notes,
     })
+}
+
+/// The start log's line about Envoy's workers.
+fn concurrency_note(c: &Concurrency) -> String {
+    format!("--concurrency {}: {}", c.workers, c.reason)
 }
 
 fn driver_settings(
@@ -227,6 +237,33 @@ mod tests {
             PathBuf::from(format!("/x/baton-{}", std::process::id()))
         );
         assert_eq!(settings.driver.config_dir, dir);
+    }
+
+    #[test]
+    fn concurrency_defaults_to_the_cpu_limit_for_envoy_and_the_template() {
+        use crate::sys::cgroup_cpu::{CpuLimit, CpuQuota, Cpus};
+        let one_and_a_half = MapEnv::default().with_cpus(Cpus {
+            limit: Some(CpuLimit {
+                quota: CpuQuota {
+                    quota_us: 150_000,
+                    period_us: 100_000,
+                },
+                file: "/sys/fs/cgroup/cpu.max".into(),
+            }),
+            cores: 16,
+        });
+        let settings = envoy_settings(&envoy_args(&[]), &one_and_a_half).unwrap();
+        assert_eq!(settings.driver.options.concurrency, Some(2));
+        let BootstrapPlan::Template { values, .. } = &settings.driver.bootstrap else {
+            panic!("expected a template")
+        };
+        assert_eq!(values.concurrency, Some(2));
+        assert!(settings.notes.contains(
+            &"--concurrency 2: CPU limit 1.5 (/sys/fs/cgroup/cpu.max), rounded up".into()
+        ));
+
+        let given = envoy_settings(&envoy_args(&["--concurrency", "3"]), &one_and_a_half).unwrap();
+        assert_eq!(given.driver.options.concurrency, Some(3));
     }
 
     #[test]

@@ -5,17 +5,20 @@
 //!
 //! Code map: `env` (the environment, read through [`Env`] so tests never touch the
 //! real one) · `bootstrap` (template, values, certificates) · `envoy` (`baton envoy`
-//! and `baton render`) · `run` (`baton run`) · `supervision` (timing, triggers, the
-//! status server, the state machine's policy) · `binary` (finding executables).
+//! and `baton render`) · `concurrency` (Envoy's workers from the CPU limit) · `run`
+//! (`baton run`) · `supervision` (timing, triggers, the status server, the state
+//! machine's policy) · `binary` (finding executables).
 
 mod binary;
 mod bootstrap;
+mod concurrency;
 mod env;
 mod envoy;
 mod run;
 mod supervision;
 mod timing;
 
+pub use binary::resolve_binary;
 #[cfg(test)]
 pub use env::MapEnv;
 pub use env::{Env, ProcessEnv};

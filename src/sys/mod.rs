@@ -6,6 +6,7 @@
 //! each block carries a `// SAFETY:` line.
 
 mod capture;
+pub mod cgroup_cpu;
 pub mod envoy_shm;
 pub mod oom;
 pub mod procfs;
