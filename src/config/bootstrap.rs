@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::bootstrap::{self, BootstrapPlan, CertPair, TemplateSource, Values};
-use crate::cli::{BootstrapArgs, CertArgs};
+use crate::bootstrap::{self, BootstrapPlan, CertPair, SdsSecret, TemplateSource, Values};
+use crate::cli::{BootstrapArgs, CertArgs, CertRotation};
 
 use super::env::{private_tmp, service_node, Env};
 use super::Problems;
@@ -21,6 +21,8 @@ pub(super) struct BootstrapSettings {
     pub owns_config_dir: bool,
     /// `--cert` pairs.
     pub certs: Vec<CertPair>,
+    /// `--cert-rotation sds`: the SDS secret of each pair (empty: `restart`).
+    pub sds: Vec<SdsSecret>,
 }
 
 impl BootstrapSettings {
@@ -69,6 +71,16 @@ pub(super) fn bootstrap_settings(
         Some(dir) => (dir.clone(), false),
         None => (private_tmp(env, ""), true),
     };
+    let sds: Vec<SdsSecret> = match args.cert_rotation {
+        CertRotation::Restart => Vec::new(),
+        CertRotation::Sds if args.certs.certs.is_empty() => {
+            local.push("--cert-rotation sds: no --cert pair to hand to Envoy");
+            Vec::new()
+        }
+        CertRotation::Sds => (0..certs.len())
+            .map(|i| SdsSecret::of(&config_dir, i))
+            .collect(),
+    };
     let values = Values {
         node_id: service_node(args, env),
         cluster: args.service_cluster.clone(),
@@ -77,6 +89,7 @@ pub(super) fn bootstrap_settings(
         metadata: bootstrap::metadata_from_env(env.vars()),
         config_dir: config_dir.clone(),
         certs: certs.clone(),
+        sds: sds.clone(),
         concurrency: args.concurrency,
         vars,
     };
@@ -87,7 +100,7 @@ pub(super) fn bootstrap_settings(
         Some(path) => BootstrapPlan::Custom(path.clone()),
         None => BootstrapPlan::Template {
             source: TemplateSource::parse(&args.template),
-            values,
+            values: Box::new(values),
         },
     };
     let ok = local.is_empty();
@@ -97,6 +110,7 @@ pub(super) fn bootstrap_settings(
         config_dir,
         owns_config_dir,
         certs,
+        sds,
     })
 }
 
