@@ -74,13 +74,14 @@ fn produce_sds(settings: &RenderSettings, shown: Settings) -> Result<(), String>
         if let BootstrapPlan::Template { values, .. } = &mut checked.bootstrap {
             values.sds = checked.sds.clone();
         }
-        Secrets::new(checked.certs.clone(), checked.sds.clone())
-            .prepare()
-            .map_err(|e| e.message)?;
+        // Lives until the validator ran: dropping it removes the resources.
+        let secrets = Secrets::new(checked.certs.clone(), checked.sds.clone());
+        secrets.prepare().map_err(|e| e.message)?;
         let path = EpochFiles::new(&checked, 0)
             .write(0)
             .map_err(|e| e.message)?;
         validate_file(settings, &path)?;
+        drop(secrets);
     }
     output(settings, &text)
 }

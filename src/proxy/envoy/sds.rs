@@ -15,8 +15,9 @@
 //! are the bytes written, read once), and the files hold exactly [`Secrets::held`] at
 //! every point where a task may be aborted: reading, checking, writing and recording
 //! happen in one synchronous step under one lock.
-//! **Invariant:** the files are mode 0600 from creation (they hold private keys) and
-//! appear whole or not at all (temp file, rename).
+//! **Invariant:** the files are mode 0600 from creation (they hold private keys),
+//! appear whole or not at all (temp file, rename), and are removed when the
+//! [`Secrets`] are dropped (what a killed baton leaves, the leftovers sweep removes).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -174,6 +175,20 @@ impl Secrets {
                 })
             })
             .collect()
+    }
+}
+
+/// The files hold private keys: they go with the driver (baton exits), not only with
+/// the exit sweep, which would report them as left behind.
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        for s in &self.secrets {
+            if let Err(e) = std::fs::remove_file(&s.path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %s.path.display(), error = %e, "could not remove an SDS resource");
+                }
+            }
+        }
     }
 }
 

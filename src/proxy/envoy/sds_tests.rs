@@ -107,6 +107,11 @@ fn the_first_epoch_writes_the_checked_pair_inline_private_and_later_ones_leave_i
     std::fs::remove_file(&file).unwrap();
     assert_eq!(s.secrets.prepare().unwrap(), infos);
     assert_eq!(s.resource_json()["resources"][0]["tls_certificate"], *tls);
+    // The keys go with the driver.
+    let Setup { dir, secrets } = s;
+    drop(secrets);
+    assert!(!file.exists());
+    drop(dir);
 }
 
 #[test]
