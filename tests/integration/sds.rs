@@ -226,13 +226,16 @@ fn bad_pairs_are_refused_in_place_while_the_old_certificate_keeps_being_served()
 }
 
 #[test]
-fn a_sighup_in_sds_mode_hot_restarts_onto_the_pair_served() {
+fn a_sighup_or_a_watched_file_in_sds_mode_hot_restarts_onto_the_pair_served() {
     let setup = EnvoySetup::new();
     let certs = setup.path("certs");
     let good = pairs(&certs, 2, 0x0A01);
     let mut secret = Secret::new(setup.path("secret"), &good[0].0, &good[0].1);
     let cert_arg = secret.cert_arg();
-    let mut args = vec!["--cert", cert_arg.as_str()];
+    let watched = setup.path("watched.txt");
+    std::fs::write(&watched, "v1").unwrap();
+    let watch_arg = watched.display().to_string();
+    let mut args = vec!["--cert", cert_arg.as_str(), "--watch", watch_arg.as_str()];
     args.extend(SDS);
     let (mut baton, _upstream, port) = setup.start("standalone", &args);
 
@@ -256,6 +259,18 @@ fn a_sighup_in_sds_mode_hot_restarts_onto_the_pair_served() {
         metric(&baton, "baton_restarts_total{trigger=\"signal\"}"),
         Some(1.0)
     );
+
+    // A watched file is no certificate: it restarts, onto the same pair.
+    std::fs::write(&watched, "v2").unwrap();
+    baton.wait_serving(2, START);
+    let restart = baton
+        .find("hot restart requested", &[("epoch", json!(2))])
+        .unwrap();
+    assert_eq!(restart["trigger"], json!("file-change"));
+    wait_serial(port, "0A02");
+    let report = baton.wait_epochs("epoch 2 serving", |e| epochs_in(e, "serving") == [2]);
+    assert_eq!(epochs_serial(&report).as_deref(), Some("0A02"), "{report}");
+    assert_eq!(report["sds_rotations_total"], json!(1), "{report}");
     baton.signal(Signal::SIGTERM);
     assert_eq!(baton.wait_exit(START), Some(0));
 }
