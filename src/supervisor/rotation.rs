@@ -136,13 +136,15 @@ fn take_current(state: &mut State, rotation: u64) -> Option<Rotation> {
     }
 }
 
-/// `epoch`'s process ended: a rotation of it is abandoned, and asked for again so
-/// that whatever serves next gets the pair (a new epoch starts from the SDS
+/// `epoch`'s process ended: a rotation of it is abandoned, and (unless the proxy was
+/// drained on request) asked for again so that whatever serves next gets the pair (a new epoch starts from the SDS
 /// resources as they are; the retry finds nothing to do if the pair got there).
 pub(super) fn on_epoch_gone(state: &mut State, epoch: u32, out: &mut Vec<Action>) {
     if let Some(r) = state.rotation.filter(|r| r.epoch == epoch) {
         state.rotation = None;
-        state.rotation_pending.get_or_insert(r.since);
+        if state.stage == Stage::Running {
+            state.rotation_pending.get_or_insert(r.since);
+        }
         out.push(Action::AbandonRotation { rotation: r.id });
     }
 }
