@@ -205,6 +205,20 @@ pub struct BootstrapArgs {
     /// Certificates.
     #[command(flatten)]
     pub certs: CertArgs,
+    /// How a changed --cert pair reaches Envoy, once it passed its checks: `restart`
+    /// (a hot restart onto it) or `sds` (handed to the serving epoch in place through
+    /// an SDS resource baton writes; no restart, no second process).
+    #[arg(long, env = "BATON_CERT_ROTATION", value_enum, default_value_t = defaults::CERT_ROTATION)]
+    pub cert_rotation: CertRotation,
+}
+
+/// `--cert-rotation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertRotation {
+    /// A hot restart onto the new pair (any change, any proxy).
+    Restart,
+    /// In place, through SDS (Envoy, certificates only).
+    Sds,
 }
 
 /// `--cert`, for every command that runs or renders a proxy.
@@ -408,6 +422,21 @@ mod tests {
         assert_eq!(parse(&[]), Switch::On);
         assert_eq!(parse(&["--memory-check", "off"]), Switch::Off);
         assert!(Cli::try_parse_from(["baton", "envoy", "--memory-check", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn cert_rotation_restarts_unless_sds_is_asked_for() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["baton", "render"];
+            argv.extend_from_slice(extra);
+            let Command::Render(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not render")
+            };
+            args.bootstrap.cert_rotation
+        };
+        assert_eq!(parse(&[]), CertRotation::Restart);
+        assert_eq!(parse(&["--cert-rotation", "sds"]), CertRotation::Sds);
+        assert!(Cli::try_parse_from(["baton", "envoy", "--cert-rotation", "swap"]).is_err());
     }
 
     #[test]

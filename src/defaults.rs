@@ -37,6 +37,8 @@ pub const CRASH_BUDGET: u32 = 5;
 pub const CRASH_BACKOFF: Duration = Duration::from_secs(1);
 /// `--stats-flush-interval`.
 pub const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// `--cert-rotation`: a hot restart, as before SDS was offered.
+pub const CERT_ROTATION: crate::cli::CertRotation = crate::cli::CertRotation::Restart;
 /// `--memory-check`.
 pub const MEMORY_CHECK: crate::cli::Switch = crate::cli::Switch::On;
 /// `--max-draining`.

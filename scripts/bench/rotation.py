@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Certificate rotation benchmark: Kubernetes-style `..data` swap -> new certificate served.
+"""Certificate rotation benchmark: Kubernetes-style `..data` swap -> new certificate served,
+side by side for `--cert-rotation restart` (a hot restart onto the new pair) and
+`--cert-rotation sds` (the pair handed to the serving Envoy in place through SDS).
 
 baton runs the real Envoy (embedded `standalone` template, TLS listener on 127.0.0.1) with
 `--cert <secret>/tls.crt:<secret>/tls.key`. The secret directory is laid out as the kubelet does
@@ -7,20 +9,28 @@ it: `..<ts>/tls.{crt,key}`, `..data -> ..<ts>`, `tls.crt -> ..data/tls.crt`, and
 rotation writes a new `..<ts2>` with the next EC P-256 certificate, swaps `..data` atomically
 (symlink `..data_tmp`, rename over `..data`), and removes the old directory.
 
-Measured per rotation, for each `--debounce` setting D:
+Measured per rotation, for each mode M and `--debounce` setting D:
   * swap -> new certificate served: TLS handshakes to the listener every ~2 ms until the peer
     certificate (DER) is the new one (external, end to end);
-  * swap -> restart decided: the timestamp of baton's "watched content changed" record
-    (its `detect_ms` field is first file event -> decision);
-  * baton's own `restart_ms` (trigger -> new epoch serving) from "epoch ready and serving".
+  * swap -> decided: the timestamp of baton's "watched content changed" record (its
+    `detect_ms` field is first file event -> decision);
+  * baton's own figure: `restart_ms` (trigger -> new epoch serving, restart mode) or
+    `rotation_ms` (request -> Envoy's /certs lists the new leaf, sds mode).
 D, the quiet period, is printed beside the figures: they read as "D + x ms".
 
-Between rotations the script waits for "epoch ready and serving" of the new epoch and then
-1.1 s more: baton defers a restart until the previous epoch has drained for --drain-duration
-(1s here); rotating earlier would only measure that wait.
+TLS load the whole time: `wrk -t1 -c8 -H "Connection: close"`, so every request is a new TLS
+handshake; its connect/read/write/timeout errors and non-2xx answers count as failed
+handshakes, with those of the 2 ms poller.
+
+Between rotations the script waits for the rotation to be done (restart: "epoch ready and
+serving"; sds: "certificate rotated in place") and then 1.5 s more in both modes: baton
+defers a restart until the previous epoch has drained for --drain-duration plus one stats
+flush (1 s + 250 ms here); rotating earlier would only measure that wait (sds mode never waits
+for it, which is one of its advantages, but the comparison is of the rotation itself).
 
 Everything listens on 127.0.0.1 ports chosen free; every process started is stopped.
-Usage: scripts/bench-rotation [--rotations N] [--debounce 20ms --debounce 100ms]
+Usage: scripts/bench-rotation [--rotations N] [--mode restart --mode sds]
+                              [--debounce 20ms --debounce 100ms]
 """
 
 import argparse
@@ -36,14 +46,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from common import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POLL = 0.002          # seconds between handshake attempts
-SETTLE = 1.1          # seconds after the new epoch serves (> --drain-duration 1s)
+SETTLE = 1.5          # seconds after each rotation (> --drain-duration 1s + one 250 ms flush)
 ROTATION_TIMEOUT = 30.0
+MODES = ("restart", "sds")
+# The record that says a rotation is done, and the field with baton's own duration.
+DONE = {
+    "restart": ("epoch ready and serving", "restart_ms"),
+    "sds": ("certificate rotated in place: envoy serves the new pair", "rotation_ms"),
+}
 
 
 def parse_duration_ms(text):
@@ -213,6 +230,78 @@ def wait_served(port, ctx, der, timeout):
     raise TimeoutError(f"new certificate not served within {timeout}s")
 
 
+class Upstream:
+    """A loopback HTTP/1.1 upstream answering `200 ok` to everything, keep-alive."""
+
+    REPLY = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    try:
+                        conn.sendall(self.REPLY)
+                    except OSError:
+                        return
+
+    def close(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def start_wrk(port):
+    """TLS load until stopped: every request a new connection, so a new handshake."""
+    return subprocess.Popen(
+        ["wrk", "-t1", "-c8", "-d3600s", "-H", "Connection: close", f"https://127.0.0.1:{port}/"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def stop_wrk(wrk):
+    """SIGINT makes wrk stop and print its summary: (requests, errors, summary text)."""
+    wrk.send_signal(signal.SIGINT)
+    try:
+        out, _ = wrk.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        wrk.kill()
+        out, _ = wrk.communicate()
+    m = re.search(r"(\d+) requests in", out)
+    requests = int(m.group(1)) if m else 0
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return requests, errors, out
+
+
 def envoy_pids_of(config_dir, pids):
     """Those of `pids` still alive and running an Envoy config from `config_dir`."""
     alive = []
@@ -226,32 +315,37 @@ def envoy_pids_of(config_dir, pids):
     return alive
 
 
-def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
-    """One baton, `rotations` rotations with --debounce `debounce_ms`; per-rotation figures."""
+def run_setting(baton, envoy, mode, debounce_ms, rotations, serial_base):
+    """One baton in `mode`, `rotations` rotations with --debounce `debounce_ms`, under TLS load;
+    per-rotation figures."""
     work = tempfile.mkdtemp(prefix="baton-bench-rotation-")
     cfg_dir = os.path.join(work, "cfg")
     log_path = os.path.join(work, "baton.log")
     proc = None
     log = None
+    wrk = None
+    upstream = Upstream()
     seen_pids = set()
-    result = {"debounce_ms": debounce_ms, "served": [], "decided": [], "detect_ms": [],
-              "restart_ms": [], "startup_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
-              "deferred": 0, "refused": 0, "code": None}
+    done_message, own_field = DONE[mode]
+    result = {"mode": mode, "debounce_ms": debounce_ms, "served": [], "decided": [],
+              "detect_ms": [], "own_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
+              "deferred": 0, "refused": 0, "restarts": 0, "code": None,
+              "wrk_requests": 0, "wrk_errors": 0, "wrk_out": ""}
     try:
         certs = gen_certs(os.path.join(work, "certs"), rotations + 1, serial_base)
         secret = Secret(os.path.join(work, "secret"))
         secret.init(certs[0])
-        port, admin, status, upstream = free_port(), free_port(), free_port(), free_port()
+        port, admin, status = free_port(), free_port(), free_port()
         debounce = f"{debounce_ms:g}ms"
         with open(log_path, "w") as out:
             proc = subprocess.Popen(
                 [baton, "--log-format", "json", "envoy", "--envoy-binary", envoy,
                  "--template", "standalone", "--var", f"listen_port={port}",
-                 "--var", "listen_address=127.0.0.1", "--var", f"upstream=127.0.0.1:{upstream}",
+                 "--var", "listen_address=127.0.0.1", "--var", f"upstream=127.0.0.1:{upstream.port}",
                  "--admin-port", str(admin), "--status-addr", f"127.0.0.1:{status}",
                  "--config-dir", cfg_dir, "--concurrency", "1",
                  "--drain-duration", "1s", "--parent-shutdown-duration", "2s", "--stats-flush-interval", "250ms",
-                 "--termination-drain-duration", "1s",
+                 "--termination-drain-duration", "1s", "--cert-rotation", mode,
                  "--cert", f"{secret.cert_path()}:{secret.key_path()}", "--debounce", debounce],
                 stdout=out, stderr=out,
             )
@@ -261,7 +355,8 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
         seen_pids.add(r.get("pid"))
         log.wait_for(0, "watching files", 10)
         wait_served(port, ctx, certs[0][2], 30)
-        time.sleep(0.2)
+        wrk = start_wrk(port)
+        time.sleep(0.5)
 
         for n in range(1, rotations + 1):
             if proc.poll() is not None:
@@ -271,8 +366,9 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
             t0 = secret.rotate(certs[n])
             t1, failures = wait_served(port, ctx, der, ROTATION_TIMEOUT)
             result["failures"] += failures
-            ready = log.wait_for(index, "epoch ready and serving", ROTATION_TIMEOUT)
-            seen_pids.add(ready.get("pid"))
+            done = log.wait_for(index, done_message, ROTATION_TIMEOUT)
+            if done.get("pid"):
+                seen_pids.add(done.get("pid"))
             # Settle: every handshake here must serve the new certificate.
             settle_end = time.monotonic() + SETTLE
             while time.monotonic() < settle_end:
@@ -287,17 +383,21 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
             if not changes:
                 raise RuntimeError(f"rotation {n}: no 'watched content changed' record")
             result["extra_changes"] += len(changes) - 1
-            result["deferred"] += sum(
-                1 for rec in log.records[index:] if "restart waits" in rec.get("message", ""))
-            result["refused"] += sum(
-                1 for rec in log.records[index:] if "new epoch refused" in rec.get("message", ""))
+            records = log.records[index:]
+            result["deferred"] += sum(1 for rec in records if "restart waits" in rec.get("message", ""))
+            result["refused"] += sum(1 for rec in records if "refused" in rec.get("message", ""))
+            result["restarts"] += sum(1 for rec in records if rec.get("message") == "hot restart requested")
             decided = parse_timestamp(changes[0]["timestamp"])
             result["served"].append((t1 - t0) * 1000)
             result["decided"].append((decided - t0) * 1000)
             result["detect_ms"].append(changes[0]["detect_ms"])
-            result["restart_ms"].append(ready["restart_ms"])
-            result["startup_ms"].append(ready["startup_ms"])
+            result["own_ms"].append(done[own_field])
+        result["wrk_requests"], result["wrk_errors"], result["wrk_out"] = stop_wrk(wrk)
+        wrk = None
     finally:
+        if wrk is not None:
+            wrk.kill()
+            wrk.wait()
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -319,6 +419,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+        upstream.close()
         if log is not None:
             log.close()
         if os.environ.get("BATON_BENCH_KEEP"):
@@ -339,48 +440,56 @@ def pct(xs, q):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rotations", type=int, default=50, help="rotations per --debounce setting")
+    ap.add_argument("--rotations", type=int, default=20, help="rotations per setting")
+    ap.add_argument("--mode", action="append", choices=MODES,
+                    help="--cert-rotation mode to measure (repeatable; default both)")
     ap.add_argument("--debounce", action="append", type=parse_duration_ms,
-                    help="--debounce setting to measure (repeatable; default 20ms and 100ms)")
+                    help="--debounce setting to measure (repeatable; default 100ms)")
     ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
     ap.add_argument("--envoy", required=True)
     a = ap.parse_args()
-    settings = a.debounce or [20.0, 100.0]
+    modes = a.mode or list(MODES)
+    settings = a.debounce or [100.0]
 
     results = []
-    for i, d in enumerate(settings):
-        print(f"--debounce {d:g}ms: {a.rotations} rotations...", file=sys.stderr, flush=True)
-        results.append(run_setting(a.baton, a.envoy, d, a.rotations, 1000 * (i + 1)))
+    for i, (d, mode) in enumerate((d, m) for d in settings for m in modes):
+        print(f"--cert-rotation {mode} --debounce {d:g}ms: {a.rotations} rotations...",
+              file=sys.stderr, flush=True)
+        results.append(run_setting(a.baton, a.envoy, mode, d, a.rotations, 1000 * (i + 1)))
 
-    w = 24
+    w = 26
     print(f"rotations: {a.rotations} per setting; ..data swap of an EC P-256 cert/key; "
-          f"TLS handshake poll every {POLL * 1000:.0f} ms; Envoy --concurrency 1, "
-          f"--drain-duration 1s; {SETTLE}s after each new epoch serves")
-    print(f"{'':44}" + "".join(f"{'--debounce ' + format(r['debounce_ms'], 'g') + 'ms':>{w}}"
-                                 for r in results))
+          f"TLS handshake poll every {POLL * 1000:.0f} ms; wrk -t1 -c8 -H 'Connection: close' "
+          f"throughout; Envoy --concurrency 1, --drain-duration 1s; {SETTLE}s after each rotation")
+    print(f"{'':46}" + "".join(
+        f"{r['mode'] + ', D=' + format(r['debounce_ms'], 'g') + 'ms':>{w}}" for r in results))
 
     def row(label, cell):
-        print(f"{label:44}" + "".join(f"{cell(r):>{w}}" for r in results))
+        print(f"{label:46}" + "".join(f"{cell(r):>{w}}" for r in results))
 
     def trio(key):
         return lambda r: "{:.1f} / {:.1f} / {:.1f}".format(
             pct(r[key], 0.5), pct(r[key], 0.99), max(r[key]))
 
-    row("quiet period D (ms)", lambda r: f"{r['debounce_ms']:g}")
-    row("swap -> restart decided  p50/p99/max (ms)", trio("decided"))
+    row("swap -> decided  p50/p99/max (ms)", trio("decided"))
     row("swap -> new cert served  p50/p99/max (ms)", trio("served"))
     row("  as D + x (p50)", lambda r: f"D + {pct(r['served'], 0.5) - r['debounce_ms']:.1f}")
     row("  decided -> served (p50, ms)",
         lambda r: f"{statistics.median([s - d for s, d in zip(r['served'], r['decided'])]):.1f}")
     row("baton detect_ms p50 (1st event -> decided)", lambda r: f"{statistics.median(r['detect_ms']):g}")
-    row("baton restart_ms p50 (trigger -> serving)", lambda r: f"{statistics.median(r['restart_ms']):g}")
-    row("  of which spawn -> ready (startup_ms) p50", lambda r: f"{statistics.median(r['startup_ms']):g}")
-    row("failed handshakes (whole run)", lambda r: str(r["failures"]))
+    row("baton restart_ms / rotation_ms p50", lambda r: f"{statistics.median(r['own_ms']):g}")
+    row("hot restarts during the run", lambda r: str(r["restarts"]))
+    row("failed handshakes: poller / wrk", lambda r: f"{r['failures']} / {r['wrk_errors']}")
+    row("wrk requests (each a TLS handshake)", lambda r: str(r["wrk_requests"]))
     row("old cert after new one served", lambda r: str(r["regressions"]))
     row("extra 'watched content changed' records", lambda r: str(r["extra_changes"]))
-    row("deferred / refused restarts", lambda r: f"{r['deferred']} / {r['refused']}")
+    row("deferred / refused", lambda r: f"{r['deferred']} / {r['refused']}")
     row("baton exit code after SIGTERM", lambda r: str(r["code"]))
+    for r in results:
+        if r["wrk_errors"]:
+            print(f"\nwrk, {r['mode']}:\n{r['wrk_out']}")
     ok = all(r["code"] == 0 and r["failures"] == 0 and r["regressions"] == 0 and r["refused"] == 0
+             and r["wrk_errors"] == 0 and (r["mode"] != "sds" or r["restarts"] == 0)
              for r in results)
     return 0 if ok else 1
 

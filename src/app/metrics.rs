@@ -12,6 +12,7 @@ pub(super) struct BatonMetrics {
     epochs_running: Gauge,
     restarts: Counter,
     rotations: Counter,
+    sds_rotations: Counter,
     crashes: Counter,
     restart_duration_ms: Gauge,
     watch_errors: Counter,
@@ -36,6 +37,7 @@ impl BatonMetrics {
             epochs_running: segment.gauge(&name("epochs_running"))?,
             restarts: segment.counter(&name("restarts"))?,
             rotations: segment.counter(&name("rotations"))?,
+            sds_rotations: segment.counter(&name("sds_rotations"))?,
             crashes: segment.counter(&name("proxy_crashes"))?,
             restart_duration_ms: segment.gauge(&name("restart_duration_ms"))?,
             watch_errors: segment.counter(&name("watch_errors"))?,
@@ -48,6 +50,7 @@ impl BatonMetrics {
         let counts = state.counts();
         advance(&self.restarts, counts.restarts);
         advance(&self.rotations, counts.rotations);
+        advance(&self.sds_rotations, counts.sds_rotations);
         advance(&self.crashes, counts.crashes);
         advance(&self.watch_errors, counts.watch_errors);
         for (reason, counter) in &self.failures {

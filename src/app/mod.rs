@@ -161,6 +161,7 @@ async fn supervise<P: Proxy>(
         driver: proxy.kind(),
         envoy_admin: proxy.admin_addr(),
         started_at: clock.started_at(),
+        certs_in_place: supervision.certs_in_place,
     };
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::of(&state, &info));
     let (commands_tx, mut commands) = mpsc::unbounded_channel();

@@ -114,5 +114,52 @@ pub(super) fn log(report: &Report) {
             "file watch failed; changes there go unnoticed until it is re-armed: {message}"
         ),
         Report::WatchRestored => tracing::info!("file watch re-armed; every watched path is watched"),
+        Report::RotationStarted { rotation, epoch } => {
+            tracing::info!(rotation, epoch, "certificate rotation in place requested")
+        }
+        Report::RotationWaits { why } => tracing::info!("certificate rotation waits: {why}"),
+        Report::RotationIgnored { why } => {
+            tracing::info!("certificate rotation ignored: {why}")
+        }
+        Report::WaitsForRotation { trigger } => tracing::info!(
+            %trigger,
+            "restart waits until the certificate rotation in progress is done"
+        ),
+        Report::Rotated {
+            rotation,
+            epoch,
+            serials,
+            changed: true,
+            rotation_ms,
+        } => tracing::info!(
+            rotation,
+            epoch,
+            ?serials,
+            rotation_ms,
+            "certificate rotated in place: envoy serves the new pair"
+        ),
+        Report::Rotated {
+            rotation,
+            epoch,
+            serials,
+            changed: false,
+            ..
+        } => tracing::info!(
+            rotation,
+            epoch,
+            ?serials,
+            "certificate rotation: the pair on disk is the one served already"
+        ),
+        Report::RotationFailed {
+            rotation,
+            epoch,
+            reason,
+            message,
+        } => tracing::error!(
+            rotation,
+            epoch,
+            %reason,
+            "certificate rotation refused; the serving epoch keeps serving its certificate: {message}"
+        ),
     }
 }

@@ -67,6 +67,8 @@ pub(super) struct Shell<P: Proxy> {
     ready_watches: HashMap<u32, AbortHandle>,
     /// Launches spawned, for their readiness watch.
     launches: HashMap<u32, Launch>,
+    /// In-place rotations under way, aborted when abandoned.
+    rotations: HashMap<u64, AbortHandle>,
     /// `--memory-check`: `None` when off or when there is no cgroup to read.
     memory: Option<Arc<MemoryCheck>>,
 }
@@ -86,6 +88,7 @@ impl<P: Proxy> Shell<P> {
             events,
             ready_watches: HashMap::new(),
             launches: HashMap::new(),
+            rotations: HashMap::new(),
             memory: memory.map(Arc::new),
         }
     }
@@ -164,6 +167,13 @@ impl<P: Proxy> Shell<P> {
                 tracing::debug!(chain, "releasing hot-restart chain");
                 self.proxy.release_chain(chain);
             }
+            Action::Rotate { rotation, epoch } => self.rotate(rotation, epoch),
+            Action::AbandonRotation { rotation } => {
+                if let Some(task) = self.rotations.remove(&rotation) {
+                    tracing::debug!(rotation, "certificate rotation abandoned");
+                    task.abort();
+                }
+            }
             Action::Report(report) => reports::log(&report),
             Action::Exit { code } => return Some(code),
         }
@@ -201,6 +211,43 @@ impl<P: Proxy> Shell<P> {
             };
             let _ = events.send(event);
         });
+    }
+
+    /// Hand the `--cert` pairs to the serving epoch in place and report the outcome.
+    /// The driver keeps its SDS resources consistent at every await point, so an
+    /// abandoned rotation may be aborted anywhere.
+    fn rotate(&mut self, rotation: u64, epoch: u32) {
+        self.rotations.retain(|_, task| !task.is_finished());
+        let proxy = self.proxy.clone();
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            let event = match proxy.rotate().await {
+                Ok(rotated) => {
+                    for cert in rotated.certs.iter().filter(|_| rotated.changed) {
+                        tracing::info!(
+                            epoch,
+                            cert = %cert.path,
+                            serial = %cert.serial,
+                            subject = %cert.subject,
+                            not_after = cert.not_after,
+                            "certificate passed its checks"
+                        );
+                    }
+                    Event::RotationDone {
+                        rotation,
+                        certs: rotated.certs,
+                        changed: rotated.changed,
+                    }
+                }
+                Err(e) => Event::RotationFailed {
+                    rotation,
+                    reason: e.reason,
+                    message: e.message,
+                },
+            };
+            let _ = events.send(event);
+        });
+        self.rotations.insert(rotation, task.abort_handle());
     }
 
     fn spawn(&mut self, launch: Launch) {

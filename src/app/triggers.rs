@@ -2,6 +2,11 @@
 //! change into one `RestartRequested`, after an optional jitter (`CertChange` when a
 //! file of a `--cert` pair changed, a rotation; `FileChange` otherwise), and a watch
 //! that fails (or is back) into `WatchFailed` (`WatchRestored`).
+//!
+//! Under `--cert-rotation sds` a change of `--cert` files is a `RotationRequested`
+//! instead, sent at once (an in-place rotation starts no process, so there is
+//! nothing to spread); a change that also touched other files restarts as well,
+//! after the rotation (the core runs one change at a time, in the order sent).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +50,7 @@ pub fn watch_files(
     tracing::info!(paths = ?s.watched, "watching files");
     let jitter = s.restart_jitter;
     let cert_files = s.cert_files.clone();
+    let in_place = s.certs_in_place;
     tokio::spawn(async move {
         while let Some(notice) = changes.recv().await {
             let event = match notice {
@@ -53,27 +59,61 @@ pub fn watch_files(
                         .decided_at
                         .duration_since(change.first_event_at)
                         .as_millis() as u64;
-                    let delay = random_up_to(jitter);
+                    let (rotation, restart) = events_of(&change.changed, &cert_files, in_place);
+                    let delay = if restart.is_some() {
+                        random_up_to(jitter)
+                    } else {
+                        Duration::ZERO
+                    };
                     tracing::info!(
                         changed = ?change.changed,
                         detect_ms,
                         jitter_ms = delay.as_millis() as u64,
                         "watched content changed"
                     );
+                    if let Some(rotation) = rotation {
+                        if events.send(rotation).is_err() {
+                            break;
+                        }
+                    }
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    Event::RestartRequested(trigger_of(&change.changed, &cert_files))
+                    restart
                 }
-                Notice::Failed(message) => Event::WatchFailed { message },
-                Notice::Restored => Event::WatchRestored,
+                Notice::Failed(message) => Some(Event::WatchFailed { message }),
+                Notice::Restored => Some(Event::WatchRestored),
             };
-            if events.send(event).is_err() {
-                break;
+            if let Some(event) = event {
+                if events.send(event).is_err() {
+                    break;
+                }
             }
         }
     });
     Ok(Some(handle))
+}
+
+/// What a change of `changed` asks for: an in-place rotation (`certs_in_place` and a
+/// `--cert` file changed) and/or a restart (`CertChange` when a `--cert` file changed
+/// and rotations restart, `FileChange` when any other file changed).
+fn events_of(
+    changed: &[PathBuf],
+    cert_files: &[PathBuf],
+    certs_in_place: bool,
+) -> (Option<Event>, Option<Event>) {
+    let certs = changed.iter().any(|p| cert_files.contains(p));
+    if !certs_in_place {
+        return (
+            None,
+            Some(Event::RestartRequested(trigger_of(changed, cert_files))),
+        );
+    }
+    let others = changed.iter().any(|p| !cert_files.contains(p));
+    (
+        certs.then_some(Event::RotationRequested),
+        others.then_some(Event::RestartRequested(Trigger::FileChange)),
+    )
 }
 
 /// A rotation when any changed path is a `--cert` file, else a file change.
@@ -107,6 +147,26 @@ mod tests {
             Trigger::CertChange
         );
         assert_eq!(trigger_of(&[tpl], &certs), Trigger::FileChange);
+    }
+
+    #[test]
+    fn with_sds_a_cert_change_rotates_in_place_and_other_files_still_restart() {
+        let certs = [PathBuf::from("/c/tls.crt"), PathBuf::from("/c/tls.key")];
+        let tpl = PathBuf::from("/etc/tpl.json");
+        let rotate = Some(Event::RotationRequested);
+        let file = Some(Event::RestartRequested(Trigger::FileChange));
+        let cert = Some(Event::RestartRequested(Trigger::CertChange));
+        assert_eq!(events_of(&certs, &certs, true), (rotate.clone(), None));
+        assert_eq!(
+            events_of(std::slice::from_ref(&tpl), &certs, true),
+            (None, file.clone())
+        );
+        assert_eq!(
+            events_of(&[certs[0].clone(), tpl.clone()], &certs, true),
+            (rotate, file.clone())
+        );
+        assert_eq!(events_of(&certs, &certs, false), (None, cert));
+        assert_eq!(events_of(&[tpl], &certs, false), (None, file));
     }
 
     #[test]

@@ -9,12 +9,29 @@ use std::process::Command;
 
 use super::*;
 
-/// (golden file, embedded template, with a cert pair)
-const GOLDEN: [(&str, &str, bool); 4] = [
-    ("envoy_bootstrap.json", "envoy_bootstrap", false),
-    ("envoy_bootstrap_mtls.json", "envoy_bootstrap", true),
-    ("standalone.json", "standalone", false),
-    ("standalone_tls.json", "standalone", true),
+/// How a golden file's values hold certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Certs {
+    /// No `--cert`.
+    None,
+    /// `--cert` pairs, given to Envoy as files (`--cert-rotation restart`).
+    Files,
+    /// `--cert` pairs, given to Envoy through SDS (`--cert-rotation sds`).
+    Sds,
+}
+
+/// (golden file, embedded template, certificates)
+const GOLDEN: [(&str, &str, Certs); 6] = [
+    ("envoy_bootstrap.json", "envoy_bootstrap", Certs::None),
+    ("envoy_bootstrap_mtls.json", "envoy_bootstrap", Certs::Files),
+    (
+        "envoy_bootstrap_mtls_sds.json",
+        "envoy_bootstrap",
+        Certs::Sds,
+    ),
+    ("standalone.json", "standalone", Certs::None),
+    ("standalone_tls.json", "standalone", Certs::Files),
+    ("standalone_tls_sds.json", "standalone", Certs::Sds),
 ];
 
 fn golden_dir() -> PathBuf {
@@ -22,6 +39,12 @@ fn golden_dir() -> PathBuf {
 }
 
 fn fixed_values(template: &str, certs: Vec<CertPair>) -> Values {
+    fixed_values_in(template, certs, Certs::Files, Path::new("/etc/baton"))
+}
+
+/// The golden values with `certs` given as `how`, and `config_dir` (where SDS
+/// resources are).
+fn fixed_values_in(template: &str, certs: Vec<CertPair>, how: Certs, config_dir: &Path) -> Values {
     let env = [
         ("ISTIO_META_CLUSTER_ID", "Kubernetes"),
         ("ISTIO_META_WORKLOAD_NAME", "web"),
@@ -44,7 +67,13 @@ fn fixed_values(template: &str, certs: Vec<CertPair>) -> Values {
         admin_port: 15000,
         discovery_address: "istiod.istio-system.svc:15012".into(),
         metadata: metadata_from_env(env),
-        config_dir: "/etc/baton".into(),
+        config_dir: config_dir.into(),
+        sds: match how {
+            Certs::Sds => (0..certs.len())
+                .map(|i| SdsSecret::of(config_dir, i))
+                .collect(),
+            Certs::None | Certs::Files => Vec::new(),
+        },
         certs,
         concurrency: Some(2),
         vars,
@@ -67,11 +96,14 @@ fn golden_certs() -> Vec<CertPair> {
 #[test]
 fn embedded_templates_render_to_the_golden_files() {
     let update = std::env::var_os("BATON_UPDATE_GOLDEN").is_some_and(|v| v == "1");
-    for (file, template, tls) in GOLDEN {
-        let certs = if tls { golden_certs() } else { Vec::new() };
+    for (file, template, how) in GOLDEN {
+        let certs = match how {
+            Certs::None => Vec::new(),
+            Certs::Files | Certs::Sds => golden_certs(),
+        };
         let rendered = render(
             &TemplateSource::parse(template),
-            &fixed_values(template, certs),
+            &fixed_values_in(template, certs, how, Path::new("/etc/baton")),
         )
         .unwrap_or_else(|e| panic!("{file}: {e}"));
         let path = golden_dir().join(file);
@@ -124,6 +156,31 @@ fn transport_socket_and_trusted_ca_appear_only_when_configured() {
         "/etc/certs/cert-chain.pem"
     );
     assert!(common.get("validation_context").is_none());
+}
+
+#[test]
+fn with_sds_the_first_pair_is_named_by_its_secret_and_resource_not_by_its_files() {
+    let sds = |template: &str, pointer: &str| {
+        let values = fixed_values_in(template, golden_certs(), Certs::Sds, Path::new("/d"));
+        let r = render(&TemplateSource::parse(template), &values).expect("renders");
+        r.json.pointer(pointer).expect(pointer).clone()
+    };
+    let expected = serde_json::json!({
+        "tls_certificate_sds_secret_configs": [{
+            "name": "baton-cert-0",
+            "sds_config": {
+                "path_config_source": { "path": "/d/sds-cert-0.json" },
+                "resource_api_version": "V3"
+            }
+        }]
+    });
+    let listener = "/static_resources/listeners/0/filter_chains/0/transport_socket/typed_config/common_tls_context";
+    assert_eq!(sds("standalone", listener), expected);
+    let xds = "/static_resources/clusters/0/transport_socket/typed_config/common_tls_context/tls_certificate_sds_secret_configs";
+    assert_eq!(
+        sds("envoy_bootstrap", xds),
+        expected["tls_certificate_sds_secret_configs"]
+    );
 }
 
 #[test]
@@ -208,14 +265,20 @@ fn embedded_templates_pass_envoy_validate_with_and_without_certs() {
         eprintln!("skipped: openssl could not make a test certificate");
         return;
     };
-    for (n, (file, template, tls)) in (0u32..).zip(GOLDEN) {
-        let mut values = fixed_values(template, Vec::new());
-        if tls {
-            values.certs = vec![pair.clone()];
-            if template == "envoy_bootstrap" {
-                let ca = pair.cert.to_string_lossy().into_owned();
-                values.vars.insert("ca_cert".into(), ca);
-            }
+    for (n, (file, template, how)) in (0u32..).zip(GOLDEN) {
+        let certs = match how {
+            Certs::None => Vec::new(),
+            Certs::Files | Certs::Sds => vec![pair.clone()],
+        };
+        let mut values = fixed_values_in(template, certs, how, dir.path());
+        if how != Certs::None && template == "envoy_bootstrap" {
+            let ca = pair.cert.to_string_lossy().into_owned();
+            values.vars.insert("ca_cert".into(), ca);
+        }
+        for secret in &values.sds {
+            // Envoy's validator wants the resource to exist; the driver writes it
+            // (with the pair inline) before it validates.
+            write_private(&secret.path, b"{}", Durability::AtomicOnly).expect("write resource");
         }
         let rendered = render(&TemplateSource::parse(template), &values).expect("renders");
         let path = epoch_config_path(dir.path(), n, "json");

@@ -34,5 +34,7 @@ pub use error::{RenderError, WriteError};
 pub use plan::BootstrapPlan;
 pub use render::{render, Rendered};
 pub use template::TemplateSource;
-pub use values::{metadata_from_env, parse_var, CertPair, Values};
-pub use write::{epoch_config_path, remove_epoch_config, write_epoch_config};
+pub use values::{metadata_from_env, parse_var, CertPair, SdsSecret, Values};
+pub use write::{
+    epoch_config_path, remove_epoch_config, write_epoch_config, write_private, Durability,
+};

@@ -12,8 +12,8 @@ pub enum BootstrapPlan {
     Template {
         /// Embedded name or file.
         source: TemplateSource,
-        /// Everything the template may use.
-        values: Values,
+        /// Everything the template may use (boxed: it is most of the plan's size).
+        values: Box<Values>,
     },
     /// `--custom-config`: a static file copied as-is for every epoch.
     Custom(PathBuf),

@@ -38,6 +38,28 @@ pub struct CertPair {
     pub key: PathBuf,
 }
 
+/// The SDS secret through which one `--cert` pair reaches Envoy under
+/// `--cert-rotation sds`: the name the bootstrap asks for and the resource file baton
+/// writes it into (Envoy reloads the file when baton renames a new one over it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSecret {
+    /// The secret's name (`baton-cert-<n>`).
+    pub name: String,
+    /// The file holding it: `<config-dir>/sds-cert-<n>.json`.
+    pub path: PathBuf,
+}
+
+impl SdsSecret {
+    /// The secret of the `index`th `--cert` pair (from 0) of a baton whose
+    /// `--config-dir` is `config_dir`.
+    pub fn of(config_dir: &Path, index: usize) -> Self {
+        SdsSecret {
+            name: format!("baton-cert-{index}"),
+            path: config_dir.join(format!("sds-cert-{index}.json")),
+        }
+    }
+}
+
 /// Everything a template can refer to. See `bootstrap-templates/README.md` for the table of
 /// variables this produces.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +79,10 @@ pub struct Values {
     pub config_dir: PathBuf,
     /// Certificate pairs (`--cert`); templates use the first one as `tls`.
     pub certs: Vec<CertPair>,
+    /// `--cert-rotation sds`: the SDS secret of each pair of `certs`, in order (each
+    /// pair's `sds` in the template); empty under `--cert-rotation restart`, where
+    /// each pair's `sds` is none.
+    pub sds: Vec<SdsSecret>,
     /// Worker threads (`--concurrency`, or baton's default from the CPU limit);
     /// `none` only where no driver settings made it (tests).
     pub concurrency: Option<u32>,
@@ -104,7 +130,8 @@ impl Values {
         let certs = self
             .certs
             .iter()
-            .map(cert_value)
+            .enumerate()
+            .map(|(i, pair)| cert_value(pair, self.sds.get(i)))
             .collect::<Result<Vec<_>, _>>()?;
         let tls = certs.first().cloned().unwrap_or(Value::from(()));
         ctx.insert("certs".into(), Value::from(certs));
@@ -160,10 +187,18 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn cert_value(pair: &CertPair) -> Result<Value, RenderError> {
+fn cert_value(pair: &CertPair, sds: Option<&SdsSecret>) -> Result<Value, RenderError> {
+    let sds = match sds {
+        Some(s) => Value::from_pairs([
+            ("name", Value::from(s.name.as_str())),
+            ("path", Value::from(utf8("config_dir", &s.path)?)),
+        ]),
+        None => Value::from(()),
+    };
     Ok(Value::from_pairs([
-        ("cert", utf8("certs", &pair.cert)?),
-        ("key", utf8("certs", &pair.key)?),
+        ("cert", Value::from(utf8("certs", &pair.cert)?)),
+        ("key", Value::from(utf8("certs", &pair.key)?)),
+        ("sds", sds),
     ]))
 }
 

@@ -1,4 +1,5 @@
-//! Writing each epoch's bootstrap as `<dir>/envoy-rev<N>.json`.
+//! Writing each epoch's bootstrap as `<dir>/envoy-rev<N>.json` (and, through
+//! [`write_private`], other private files Envoy reads, such as SDS resources).
 //!
 //! Invariant: the file at [`epoch_config_path`] is either absent or complete, never partial —
 //! Envoy may be started on it at any moment — and it is created with mode 0600 (no window in
@@ -24,6 +25,28 @@ pub fn epoch_config_path(dir: &Path, epoch: u32, ext: &str) -> PathBuf {
 /// Atomically writes `rendered.text` to `target` (an [`epoch_config_path`]),
 /// replacing any previous file, creating its directory if missing.
 pub fn write_epoch_config(target: &Path, rendered: &Rendered) -> Result<(), WriteError> {
+    write_private(target, rendered.text.as_bytes(), Durability::Synced)
+}
+
+/// Whether a write must survive a crash of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and the rename: a crash after returning cannot resurrect the
+    /// old content.
+    Synced,
+    /// Only atomic: readers see the old file or the new one, never a mix. For files
+    /// rewritten at every start anyway, where an fsync would only add latency.
+    AtomicOnly,
+}
+
+/// Atomically writes `bytes` to `target` with mode 0600 from creation (temp file in the
+/// same directory, then rename over `target`), creating the directory if missing.
+pub fn write_private(
+    target: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), WriteError> {
+    let synced = durability == Durability::Synced;
     let dir = target.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(err("create directory", dir))?;
     let name = target
@@ -37,7 +60,7 @@ pub fn write_epoch_config(target: &Path, rendered: &Rendered) -> Result<(), Writ
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_synced(&temp, rendered.text.as_bytes())
+    let written = write_new(&temp, bytes, synced)
         .map_err(err("write", &temp))
         .and_then(|()| fs::rename(&temp, target).map_err(err("rename to", target)));
     if let Err(e) = written {
@@ -45,10 +68,12 @@ pub fn write_epoch_config(target: &Path, rendered: &Rendered) -> Result<(), Writ
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    // Persist the rename itself; a crash after returning must not resurrect the old file.
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("sync directory", dir))?;
+    if synced {
+        // Persist the rename itself; a crash after returning must not resurrect the old file.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("sync directory", dir))?;
+    }
     Ok(())
 }
 
@@ -74,14 +99,17 @@ fn err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteErro
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8], synced: bool) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    if synced {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

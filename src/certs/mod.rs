@@ -60,8 +60,21 @@ pub struct CertSummary {
 /// module doc for every check). `now` is a parameter so that expiry is testable and
 /// so that a caller can ask "will it still be valid in an hour?".
 pub fn check_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<CertSummary, CertError> {
-    let ders = pem::read_certificates(cert)?;
-    let private = pem::read_private_key(key)?;
+    check_pem(cert, &pem::read(cert)?, key, &pem::read(key)?, now)
+}
+
+/// [`check_pair`] on contents already read: `cert_pem` from `cert`, `key_pem` from
+/// `key` (the paths name the files in errors). A caller that hands on what it read
+/// checks exactly the bytes it hands on.
+pub fn check_pem(
+    cert: &Path,
+    cert_pem: &[u8],
+    key: &Path,
+    key_pem: &[u8],
+    now: SystemTime,
+) -> Result<CertSummary, CertError> {
+    let ders = pem::certificates(cert, cert_pem)?;
+    let private = pem::private_key(key, key_pem)?;
 
     let mut chain = Vec::with_capacity(ders.len());
     for (i, der) in ders.iter().enumerate() {
@@ -74,7 +87,7 @@ pub fn check_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<CertSummar
     }
     check_chain(cert, &chain)?;
     let Some(leaf) = chain.first() else {
-        // read_certificates guarantees one; stay total anyway.
+        // `certificates` guarantees one; stay total anyway.
         return Err(CertError::NoCertificate {
             path: cert.to_path_buf(),
         });

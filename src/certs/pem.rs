@@ -8,9 +8,10 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, Pr
 
 use super::CertError;
 
-/// The DER of every `CERTIFICATE` section, in file order; at least one.
-pub(super) fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
-    let certs: Vec<Vec<u8>> = sections(path)?
+/// The DER of every `CERTIFICATE` section of `bytes` (the content of `path`), in
+/// order; at least one.
+pub(super) fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
+    let certs: Vec<Vec<u8>> = parse(path, bytes)?
         .into_iter()
         .filter(|(kind, _)| *kind == SectionKind::Certificate)
         .map(|(_, der)| der)
@@ -23,10 +24,9 @@ pub(super) fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, CertError> 
     Ok(certs)
 }
 
-/// The one private key of the file.
-pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    let bytes = read(path)?;
-    let mut keys: Vec<PrivateKeyDer<'static>> = parse(path, &bytes)?
+/// The one private key of `bytes` (the content of `path`).
+pub(super) fn private_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
+    let mut keys: Vec<PrivateKeyDer<'static>> = parse(path, bytes)?
         .into_iter()
         .filter_map(|(kind, der)| match kind {
             SectionKind::PrivateKey => Some(PrivatePkcs8KeyDer::from(der).into()),
@@ -39,7 +39,7 @@ pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Ce
         1 => Ok(keys.remove(0)),
         // The PEM reader skips sections it does not know, encrypted keys among them:
         // say so rather than "no key".
-        0 if contains(&bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+        0 if contains(bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
             Err(CertError::EncryptedKey {
                 path: path.to_path_buf(),
             })
@@ -54,11 +54,8 @@ pub(super) fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Ce
     }
 }
 
-fn sections(path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, CertError> {
-    parse(path, &read(path)?)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+/// The content of `path`.
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, CertError> {
     fs::read(path).map_err(|source| CertError::Read {
         path: path.to_path_buf(),
         source,

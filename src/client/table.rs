@@ -58,6 +58,12 @@ pub fn render_status(report: &EpochsReport) -> String {
     if let Some(why) = &report.watch_error {
         let _ = writeln!(out, "file watch failing: {why}");
     }
+    if let Some(n) = report.sds_rotations_total {
+        let _ = writeln!(
+            out,
+            "certificates: rotated in place through SDS ({n} so far); serials as envoy's /certs confirmed them"
+        );
+    }
     for cert in served_certs(report) {
         let expiry = SystemTime::UNIX_EPOCH
             + Duration::from_secs(u64::try_from(cert.not_after).unwrap_or(0));
@@ -173,6 +179,7 @@ mod tests {
             crashes_total: 0,
             watch_error: None,
             watch_errors_total: 0,
+            sds_rotations_total: None,
         };
         let expected = "\
 EPOCH  PID  STATE      AGE       EXIT
@@ -185,6 +192,38 @@ last error: epoch 2: config: bad cluster
 cert /certs/tls.crt: CN=example.com, serial 1A, expires 1970-04-01T03:46:40Z (in 90d 1h)
 ";
         assert_eq!(render_status(&report), expected);
+    }
+
+    #[test]
+    fn in_place_rotations_are_said_with_the_serial_envoy_confirmed() {
+        let mut serving = epoch(0, Some(100), Phase::Serving);
+        serving.certs = vec![CertInfo {
+            path: "/certs/tls.crt".into(),
+            subject: "CN=example.com".into(),
+            serial: "2002".into(),
+            not_before: 0,
+            not_after: 86_400,
+        }];
+        let report = EpochsReport {
+            generated_at: at(0),
+            readiness: Readiness::Ready,
+            epochs: vec![serving],
+            last_error: None,
+            restarts_total: 0,
+            restart_failures: BTreeMap::new(),
+            crashes_total: 0,
+            watch_error: None,
+            watch_errors_total: 0,
+            sds_rotations_total: Some(3),
+        };
+        let text = render_status(&report);
+        assert!(
+            text.ends_with(
+                "certificates: rotated in place through SDS (3 so far); serials as envoy's /certs confirmed them\n\
+                 cert /certs/tls.crt: CN=example.com, serial 2002, expires 1970-01-02T00:00:00Z (in 1d 0h)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -207,6 +246,7 @@ cert /certs/tls.crt: CN=example.com, serial 1A, expires 1970-04-01T03:46:40Z (in
             crashes_total: 0,
             watch_error: None,
             watch_errors_total: 0,
+            sds_rotations_total: None,
         };
         let text = render_status(&report);
         assert!(text.contains("(no epochs)\n"), "{text}");

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::bootstrap::{self, BootstrapPlan, CertPair, TemplateSource, Values};
-use crate::cli::{BootstrapArgs, CertArgs};
+use crate::bootstrap::{self, BootstrapPlan, CertPair, SdsSecret, TemplateSource, Values};
+use crate::cli::{BootstrapArgs, CertArgs, CertRotation};
 
 use super::concurrency::{concurrency, Concurrency};
 use super::env::{private_tmp, service_node, Env};
@@ -24,6 +24,8 @@ pub(super) struct BootstrapSettings {
     pub certs: Vec<CertPair>,
     /// Envoy's workers: `--concurrency`, or from the CPU limit.
     pub concurrency: Concurrency,
+    /// `--cert-rotation sds`: the SDS secret of each pair (empty: `restart`).
+    pub sds: Vec<SdsSecret>,
 }
 
 impl BootstrapSettings {
@@ -73,6 +75,16 @@ pub(super) fn bootstrap_settings(
         None => (private_tmp(env, ""), true),
     };
     let concurrency = concurrency(args.concurrency, &env.cpus());
+    let sds: Vec<SdsSecret> = match args.cert_rotation {
+        CertRotation::Restart => Vec::new(),
+        CertRotation::Sds if args.certs.certs.is_empty() => {
+            local.push("--cert-rotation sds: no --cert pair to hand to Envoy");
+            Vec::new()
+        }
+        CertRotation::Sds => (0..certs.len())
+            .map(|i| SdsSecret::of(&config_dir, i))
+            .collect(),
+    };
     let values = Values {
         node_id: service_node(args, env),
         cluster: args.service_cluster.clone(),
@@ -81,6 +93,7 @@ pub(super) fn bootstrap_settings(
         metadata: bootstrap::metadata_from_env(env.vars()),
         config_dir: config_dir.clone(),
         certs: certs.clone(),
+        sds: sds.clone(),
         concurrency: Some(concurrency.workers),
         vars,
     };
@@ -91,7 +104,7 @@ pub(super) fn bootstrap_settings(
         Some(path) => BootstrapPlan::Custom(path.clone()),
         None => BootstrapPlan::Template {
             source: TemplateSource::parse(&args.template),
-            values,
+            values: Box::new(values),
         },
     };
     let ok = local.is_empty();
@@ -102,6 +115,7 @@ pub(super) fn bootstrap_settings(
         owns_config_dir,
         certs,
         concurrency,
+        sds,
     })
 }
 

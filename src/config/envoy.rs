@@ -57,6 +57,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
         return Err(problems.into_error());
     };
     let cert_files = cert_files(&bootstrap.certs);
+    let certs_in_place = !bootstrap.sds.is_empty();
     let mut wait_for = args.triggers.watch.clone();
     wait_for.extend(cert_files.iter().cloned());
     let mut watched = wait_for.clone();
@@ -77,6 +78,7 @@ pub fn envoy_settings(args: &EnvoyArgs, env: &dyn Env) -> Result<EnvoySettings, 
             watched,
             wait_for,
             cert_files,
+            certs_in_place,
         },
         &mut problems,
     );
@@ -166,6 +168,7 @@ fn driver_settings(
         config_dir: bootstrap.config_dir,
         bootstrap: bootstrap.plan,
         certs: bootstrap.certs,
+        sds: bootstrap.sds,
         options,
         ready_timeout: defaults::READY_TIMEOUT,
         stats_flush,
@@ -226,6 +229,42 @@ mod tests {
             Some("east")
         );
         assert_eq!(values.metadata.len(), 1);
+    }
+
+    #[test]
+    fn sds_names_one_secret_per_pair_in_the_config_dir_and_needs_a_pair() {
+        let pairs = ["--cert", "/c/a.crt:/c/a.key", "--cert", "/c/b.crt:/c/b.key"];
+        let mut flags = vec!["--cert-rotation", "sds", "--config-dir", "/run/baton"];
+        flags.extend_from_slice(&pairs);
+        let settings = envoy_settings(&envoy_args(&flags), &MapEnv::default()).unwrap();
+        let secrets: Vec<(String, PathBuf)> = settings
+            .driver
+            .sds
+            .iter()
+            .map(|s| (s.name.clone(), s.path.clone()))
+            .collect();
+        assert_eq!(
+            secrets,
+            vec![
+                ("baton-cert-0".into(), "/run/baton/sds-cert-0.json".into()),
+                ("baton-cert-1".into(), "/run/baton/sds-cert-1.json".into()),
+            ]
+        );
+        assert!(settings.supervision.certs_in_place);
+        let BootstrapPlan::Template { values, .. } = &settings.driver.bootstrap else {
+            panic!("expected a template")
+        };
+        assert_eq!(values.sds, settings.driver.sds);
+
+        let restart = envoy_settings(&envoy_args(&pairs), &MapEnv::default()).unwrap();
+        assert!(restart.driver.sds.is_empty() && !restart.supervision.certs_in_place);
+
+        let err = envoy_settings(&envoy_args(&["--cert-rotation", "sds"]), &MapEnv::default())
+            .unwrap_err();
+        assert_eq!(
+            err.problems,
+            vec!["--cert-rotation sds: no --cert pair to hand to Envoy"]
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn run_settings(args: &RunArgs, env: &dyn Env) -> Result<RunSettings, Config
             wait_for: watched.clone(),
             watched,
             cert_files,
+            certs_in_place: false,
         },
         &mut problems,
     );

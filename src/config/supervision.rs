@@ -27,6 +27,9 @@ pub struct Supervision {
     /// The files of `--cert` pairs among them: a change there is a certificate
     /// rotation (`trigger="cert"`), elsewhere a file change (`trigger="file"`).
     pub cert_files: Vec<PathBuf>,
+    /// `--cert-rotation sds`: a rotation is handed to the serving epoch in place
+    /// (`RotationRequested`) instead of restarting.
+    pub certs_in_place: bool,
     /// Quiet period of the file watcher.
     pub debounce: Duration,
     /// Longest a burst of file events can delay a restart.
@@ -64,6 +67,8 @@ pub(super) struct Watching {
     pub wait_for: Vec<PathBuf>,
     /// Those that belong to `--cert` pairs (a change there is a rotation).
     pub cert_files: Vec<PathBuf>,
+    /// A rotation goes to the serving epoch in place (`--cert-rotation sds`).
+    pub certs_in_place: bool,
 }
 
 /// Validate the timing flags and build the supervision settings.
@@ -86,6 +91,7 @@ pub(super) fn supervision(
         watched: watching.watched,
         wait_for: watching.wait_for,
         cert_files: watching.cert_files,
+        certs_in_place: watching.certs_in_place,
         debounce: t.debounce,
         debounce_cap: t.debounce_cap.max(t.debounce),
         restart_jitter: t.restart_jitter,

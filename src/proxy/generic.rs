@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use crate::bootstrap::CertPair;
 use crate::handoff::{self, ExtraFd, ListenSpec, ListenerSet};
-use crate::proxy::{check_certs, PreflightError, Prepared, Proxy};
+use crate::proxy::{check_certs, PreflightError, Prepared, Proxy, Rotated};
 use crate::ready::{self, EpochProbe, NotifySocket, ReadySpec};
 use crate::stats::{child, Segment};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
@@ -257,6 +257,14 @@ impl Proxy for GenericProxy {
 
     fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         None
+    }
+
+    async fn rotate(&self) -> Result<Rotated, PreflightError> {
+        // The core asks for this only under `baton envoy --cert-rotation sds`.
+        Err(PreflightError::new(
+            FailureReason::Cert,
+            "in-place rotation needs Envoy's SDS (baton envoy --cert-rotation sds)",
+        ))
     }
 }
 

@@ -44,6 +44,15 @@ pub struct Prepared {
     pub certs: Vec<CertInfo>,
 }
 
+/// What an in-place certificate rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The `--cert` pairs the serving epoch serves now, as checked.
+    pub certs: Vec<CertInfo>,
+    /// `false` when they are the ones it served already (nothing was handed over).
+    pub changed: bool,
+}
+
 /// Check every `--cert` pair (parses, key matches, valid now, chain in order); what
 /// each leaf holds, for the epoch's record, the log and the expiry metrics.
 pub fn check_certs(pairs: &[CertPair]) -> Result<Vec<CertInfo>, PreflightError> {
@@ -52,16 +61,21 @@ pub fn check_certs(pairs: &[CertPair]) -> Result<Vec<CertInfo>, PreflightError> 
         .iter()
         .map(|pair| {
             crate::certs::check_pair(&pair.cert, &pair.key, now)
-                .map(|summary| CertInfo {
-                    path: pair.cert.display().to_string(),
-                    subject: summary.subject,
-                    serial: summary.serial,
-                    not_before: unix_seconds(summary.not_before),
-                    not_after: unix_seconds(summary.not_after),
-                })
+                .map(|summary| cert_info(pair, summary))
                 .map_err(|e| PreflightError::new(FailureReason::Cert, e.to_string()))
         })
         .collect()
+}
+
+/// What the core records of `pair`, whose leaf `summary` describes.
+pub fn cert_info(pair: &CertPair, summary: crate::certs::CertSummary) -> CertInfo {
+    CertInfo {
+        path: pair.cert.display().to_string(),
+        subject: summary.subject,
+        serial: summary.serial,
+        not_before: unix_seconds(summary.not_before),
+        not_after: unix_seconds(summary.not_after),
+    }
 }
 
 /// Seconds since the Unix epoch, negative before it.
@@ -133,4 +147,9 @@ pub trait Proxy: Send + Sync + 'static {
 
     /// Envoy's admin address, whose stats the status server merges.
     fn admin_addr(&self) -> Option<SocketAddr>;
+
+    /// `--cert-rotation sds`: check the `--cert` pairs and hand those that changed to
+    /// the serving epoch in place, then confirm it serves them. On `Err` the serving
+    /// epoch serves what it did before.
+    fn rotate(&self) -> impl Future<Output = Result<Rotated, PreflightError>> + Send;
 }

@@ -62,6 +62,11 @@ pub fn registry(snapshot: &Snapshot, facts: ScrapeFacts) -> Registry {
         ConstCounter::new(snapshot.rotations_total),
     );
     r.register(
+        "sds_rotations",
+        "--cert-rotation sds: certificate rotations handed to the serving epoch in place (no restart) and confirmed served by Envoy's /certs",
+        ConstCounter::new(snapshot.sds_rotations_total.unwrap_or(0)),
+    );
+    r.register(
         "proxy_crashes",
         "Deaths of the serving epoch",
         ConstCounter::new(snapshot.crashes_total),
@@ -87,12 +92,12 @@ pub fn registry(snapshot: &Snapshot, facts: ScrapeFacts) -> Registry {
         }
         r.register(
             "cert_expiry_timestamp_seconds",
-            "notAfter of each --cert certificate the serving epoch was started with, in Unix seconds",
+            "notAfter of each --cert certificate the serving epoch serves (started with, or rotated to in place), in Unix seconds",
             expiry,
         );
         r.register(
             "cert_not_before_timestamp_seconds",
-            "notBefore of each --cert certificate the serving epoch was started with, in Unix seconds",
+            "notBefore of each --cert certificate the serving epoch serves (started with, or rotated to in place), in Unix seconds",
             start,
         );
     }

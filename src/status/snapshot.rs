@@ -102,6 +102,10 @@ pub struct Snapshot {
     /// File-triggered restarts (a `--watch` path or a `--cert` pair changed) that put
     /// a new epoch into service.
     pub rotations_total: u64,
+    /// `--cert-rotation sds`: certificate rotations served in place (no restart),
+    /// confirmed by Envoy; `None` under `--cert-rotation restart`.
+    #[serde(default)]
+    pub sds_rotations_total: Option<u64>,
     /// How long the last successful restart took, request to ready.
     pub last_restart_duration_ms: Option<u64>,
     /// Why a watched path is not watched right now (changes there go unnoticed).
@@ -126,6 +130,8 @@ pub struct Static {
     pub envoy_admin: Option<SocketAddr>,
     /// When baton started (the core's time 0).
     pub started_at: SystemTime,
+    /// `--cert-rotation sds`: certificates are rotated in place.
+    pub certs_in_place: bool,
 }
 
 impl Snapshot {
@@ -166,6 +172,7 @@ impl Snapshot {
                 .collect(),
             crashes_total: counts.crashes,
             rotations_total: counts.rotations,
+            sds_rotations_total: info.certs_in_place.then_some(counts.sds_rotations),
             last_restart_duration_ms: counts.last_restart_ms,
             watch_error: state.watch_error().map(str::to_string),
             watch_errors_total: counts.watch_errors,
@@ -188,6 +195,7 @@ impl Snapshot {
             restart_failures: BTreeMap::new(),
             crashes_total: 0,
             rotations_total: 0,
+            sds_rotations_total: None,
             last_restart_duration_ms: None,
             watch_error: None,
             watch_errors_total: 0,
@@ -244,6 +252,11 @@ pub struct EpochsReport {
     /// Times a watched path could not be watched.
     #[serde(default)]
     pub watch_errors_total: u64,
+    /// `--cert-rotation sds`: certificate rotations served in place so far (the
+    /// serving epoch's `certs` are what Envoy's `/certs` confirmed); absent under
+    /// `--cert-rotation restart`.
+    #[serde(default)]
+    pub sds_rotations_total: Option<u64>,
 }
 
 impl EpochsReport {
@@ -259,6 +272,7 @@ impl EpochsReport {
             crashes_total: snapshot.crashes_total,
             watch_error: snapshot.watch_error.clone(),
             watch_errors_total: snapshot.watch_errors_total,
+            sds_rotations_total: snapshot.sds_rotations_total,
         }
     }
 }

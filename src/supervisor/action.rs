@@ -102,6 +102,31 @@ pub enum Report {
     WatchFailed { message: String },
     /// The file watcher watches every path again after a failure.
     WatchRestored,
+    /// An in-place certificate rotation of the serving `epoch` begins.
+    RotationStarted { rotation: u64, epoch: u32 },
+    /// A rotation cannot begin now; it follows once it can.
+    RotationWaits { why: &'static str },
+    /// A rotation request that will not be acted on.
+    RotationIgnored { why: &'static str },
+    /// A restart waits for the rotation in progress (one change at a time).
+    WaitsForRotation { trigger: Trigger },
+    /// `epoch` serves the pairs of the rotation in place; `changed`: `false` when
+    /// they were the ones it already served.
+    Rotated {
+        rotation: u64,
+        epoch: u32,
+        serials: Vec<String>,
+        changed: bool,
+        /// From the first request to Envoy confirming the new pairs.
+        rotation_ms: Millis,
+    },
+    /// A rotation was refused or not served; `epoch` keeps serving what it had.
+    RotationFailed {
+        rotation: u64,
+        epoch: u32,
+        reason: FailureReason,
+        message: String,
+    },
 }
 
 /// One instruction for the shell. Each is small and independent; the shell runs them
@@ -156,6 +181,13 @@ pub enum Action {
     /// still talks to it (stats requests, then terminate): answer the child in its
     /// place, so the child does not block and abort on a dead parent.
     StandIn { chain: u32, restart_epoch: u32 },
+    /// `--cert-rotation sds`: check the `--cert` pairs and hand them to the serving
+    /// `epoch` in place (its SDS resources), then confirm it serves them; answer
+    /// `RotationDone` or `RotationFailed` with `rotation`.
+    Rotate { rotation: u64, epoch: u32 },
+    /// Rotation `rotation` no longer matters (its epoch is gone, or baton shuts
+    /// down): stop it wherever it is; no outcome is expected.
+    AbandonRotation { rotation: u64 },
     /// Tell the operator.
     Report(Report),
     /// Leave with this exit code.

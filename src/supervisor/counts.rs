@@ -16,9 +16,13 @@ pub struct Counts {
     /// File-triggered restarts (a `--watch` path or a `--cert` pair changed) that put
     /// a new epoch into service.
     pub rotations: u64,
+    /// `--cert-rotation sds`: rotations that changed what the serving epoch serves,
+    /// in place (no restart), confirmed by the proxy.
+    pub sds_rotations: u64,
     /// Deaths of the serving epoch.
     pub crashes: u64,
-    /// New epochs refused or failed, by reason.
+    /// New epochs refused or failed, and in-place rotations refused or not served,
+    /// by reason.
     pub failures: BTreeMap<FailureReason, u64>,
     /// Trigger → serving of the last restart after the first epoch.
     pub last_restart_ms: Option<Millis>,
@@ -51,7 +55,10 @@ impl Counts {
                     self.rotations += 1;
                 }
             }
-            Report::RestartFailed { reason, .. } => *self.failures.entry(*reason).or_default() += 1,
+            Report::RestartFailed { reason, .. } | Report::RotationFailed { reason, .. } => {
+                *self.failures.entry(*reason).or_default() += 1
+            }
+            Report::Rotated { changed: true, .. } => self.sds_rotations += 1,
             Report::Crashed { .. } => self.crashes += 1,
             Report::WatchFailed { .. } => self.watch_errors += 1,
             _ => {}

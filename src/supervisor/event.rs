@@ -234,4 +234,21 @@ pub enum Event {
     WatchFailed { message: String },
     /// Every watched path is watched again.
     WatchRestored,
+    /// `--cert-rotation sds`: a file of a `--cert` pair changed; hand the pair to the
+    /// serving epoch in place, without a restart.
+    RotationRequested,
+    /// The serving epoch serves the pairs of rotation `rotation` (Envoy's admin
+    /// `/certs` confirmed them). `changed`: `false` when they were already served.
+    RotationDone {
+        rotation: u64,
+        certs: Vec<CertInfo>,
+        changed: bool,
+    },
+    /// Rotation `rotation` was refused (a pair failed its checks) or not served in
+    /// time; the serving epoch keeps serving what it had.
+    RotationFailed {
+        rotation: u64,
+        reason: FailureReason,
+        message: String,
+    },
 }

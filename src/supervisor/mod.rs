@@ -10,14 +10,16 @@
 //!
 //! Code map: [`step`] dispatches · `restart` (trigger → gather → preflight → spawn)
 //! · `handover` (a new epoch serves, old ones drain) · `chain` (Envoy's hot-restart
-//! chains) · `recovery` (exits, crashes, backoff) · `shutdown` (drain on request,
-//! termination) · `state` / `epoch` / `counts` (the memory) · `policy` (the knobs).
+//! chains) · `recovery` (exits, crashes, backoff) · `rotation` (certificates
+//! handed to the serving epoch in place, `--cert-rotation sds`) · `shutdown` (drain
+//! on request, termination) · `state` / `epoch` / `counts` (the memory) · `policy` (the knobs).
 //!
 //! **Invariant:** at most one restart is in flight (an epoch preparing, starting or
 //! failing); triggers that arrive meanwhile are coalesced into one follow-up.
 //! **Invariant:** a new epoch is only started when no epoch is initialising, which for
 //! Envoy also guarantees `--restart-epoch` is exactly (highest running) + 1.
 //! **Invariant:** a failed new epoch never touches the serving one.
+//! **Invariant:** an in-place rotation and a restart are never under way together.
 //! **Invariant:** every spawned epoch is eventually serving, stopped or exited, and a
 //! shutdown always ends in `Exit`.
 //! These are checked after every step of generated histories (`proptests`).
@@ -32,6 +34,7 @@ mod handover;
 mod policy;
 mod recovery;
 mod restart;
+mod rotation;
 mod shutdown;
 mod state;
 mod step;

@@ -59,6 +59,16 @@ enum Move {
     Forward,
     /// The file watcher loses (`false`) or regains (`true`) a watch.
     Watch(bool),
+    /// A `--cert` file changed under `--cert-rotation sds`.
+    RotationRequest,
+    /// An in-place rotation the core asked for ends: served (changed or not), or
+    /// refused for a reason.
+    RotationOutcome {
+        pick: usize,
+        ok: bool,
+        changed: bool,
+        reason: u8,
+    },
     Wait(u64),
 }
 
@@ -80,6 +90,9 @@ fn a_move() -> impl Strategy<Value = Move> {
         1 => Just(Move::Shutdown),
         1 => Just(Move::Forward),
         1 => any::<bool>().prop_map(Move::Watch),
+        2 => Just(Move::RotationRequest),
+        2 => (any::<usize>(), prop::bool::weighted(0.7), any::<bool>(), 0u8..5)
+            .prop_map(|(pick, ok, changed, reason)| Move::RotationOutcome { pick, ok, changed, reason }),
         3 => (0u64..80_000).prop_map(Move::Wait),
     ]
 }
@@ -127,6 +140,8 @@ struct World {
     procs: Vec<Proc>,
     timers: Vec<(Millis, Event)>,
     repairs: Vec<u32>,
+    /// In-place rotations asked for and not abandoned: (rotation, epoch).
+    rotations: Vec<(u64, u32)>,
     connection_watches: usize,
     /// Epochs whose preflight wrote their files (as the Envoy driver does before it
     /// reports a pass), until a `Cleanup` removes them.
@@ -145,6 +160,7 @@ impl World {
             procs: Vec::new(),
             timers: Vec::new(),
             repairs: Vec::new(),
+            rotations: Vec::new(),
             connection_watches: 0,
             files: std::collections::BTreeSet::new(),
             next_pid: 1000,
@@ -194,6 +210,19 @@ impl World {
             Action::WatchConnections { .. } => self.connection_watches += 1,
             Action::Cleanup { epoch } => {
                 self.files.remove(&epoch);
+            }
+            Action::Rotate { rotation, epoch } => {
+                // Only the serving epoch is rotated, and one rotation at a time.
+                prop_assert_eq!(self.s.serving().map(|e| e.number), Some(epoch));
+                prop_assert!(
+                    self.rotations.is_empty(),
+                    "two rotations: {:?}",
+                    self.rotations
+                );
+                self.rotations.push((rotation, epoch));
+            }
+            Action::AbandonRotation { rotation } => {
+                self.rotations.retain(|(r, _)| *r != rotation);
             }
             Action::Drain { .. }
             | Action::DrainListeners { .. }
@@ -327,6 +356,18 @@ impl World {
                     message: "generated".into(),
                 }
             }),
+            Move::RotationRequest => self.feed(Event::RotationRequested),
+            Move::RotationOutcome {
+                pick,
+                ok,
+                changed,
+                reason,
+            } => {
+                let Some((rotation, _)) = take(&mut self.rotations, pick) else {
+                    return Ok(());
+                };
+                self.feed(rotation_outcome(rotation, ok, changed, reason))
+            }
             Move::Wait(ms) => {
                 self.now += ms;
                 Ok(())
@@ -363,6 +404,8 @@ impl World {
                 self.play(Move::Spawn { pick: 0, ok: true })?;
             } else if let Some(chain) = take(&mut self.repairs, 0) {
                 self.feed(Event::ChainRepaired { chain })?;
+            } else if let Some((rotation, _)) = take(&mut self.rotations, 0) {
+                self.feed(rotation_outcome(rotation, true, true, 0))?;
             } else if self.connection_watches > 0 {
                 self.play(Move::ConnectionsGone)?;
             } else if let Some(i) = self.procs.iter().position(|p| p.stopped.is_some()) {
@@ -388,6 +431,30 @@ impl World {
     }
 }
 
+/// The outcome of rotation `rotation`: served (its certificate's serial names the
+/// rotation) or refused for one of the reasons a rotation can fail with.
+fn rotation_outcome(rotation: u64, ok: bool, changed: bool, reason: u8) -> Event {
+    if ok {
+        Event::RotationDone {
+            rotation,
+            certs: vec![CertInfo {
+                path: "/c/tls.crt".into(),
+                subject: "CN=x".into(),
+                serial: format!("{rotation:X}"),
+                not_before: 0,
+                not_after: 1,
+            }],
+            changed,
+        }
+    } else {
+        Event::RotationFailed {
+            rotation,
+            reason: [FailureReason::Cert, FailureReason::Config][usize::from(reason) % 2],
+            message: "generated".into(),
+        }
+    }
+}
+
 /// Remove and return the element at `pick` (modulo the length), if any.
 fn take<T>(items: &mut Vec<T>, pick: usize) -> Option<T> {
     if items.is_empty() {
@@ -409,29 +476,34 @@ fn check_step(
     // the serving epoch stop serving, or signal it.
     if let Some(serving) = before.serving() {
         let (s, pid) = (serving.number, serving.pid);
-        let allowed = match event {
-            Event::Ready { epoch } => *epoch != s,
-            Event::Exited { epoch, .. } => *epoch == s,
-            Event::ShutdownRequested
-            | Event::ShutdownDrainElapsed
-            | Event::ShutdownKillDeadline
-            | Event::MinimumDrainElapsed
-            | Event::ConnectionsDrained => true,
-            // A drain on request stops nothing: Envoy's listeners drain, a generic
-            // proxy gets no signal until shutdown.
-            Event::DrainRequested => {
-                for a in actions {
-                    let ok = match a {
-                        Action::Stop { epoch, .. } | Action::Drain { epoch, .. } => *epoch != s,
-                        Action::DrainListeners { .. } => before.policy.driver == DriverKind::Envoy,
-                        _ => true,
-                    };
-                    prop_assert!(ok, "a drain request led to {:?}", a);
+        // Once shutting down, epochs stop newest first: another epoch's exit is what
+        // lets the serving one be stopped.
+        let allowed = before.shutting_down()
+            || match event {
+                Event::Ready { epoch } => *epoch != s,
+                Event::Exited { epoch, .. } => *epoch == s,
+                Event::ShutdownRequested
+                | Event::ShutdownDrainElapsed
+                | Event::ShutdownKillDeadline
+                | Event::MinimumDrainElapsed
+                | Event::ConnectionsDrained => true,
+                // A drain on request stops nothing: Envoy's listeners drain, a generic
+                // proxy gets no signal until shutdown.
+                Event::DrainRequested => {
+                    for a in actions {
+                        let ok = match a {
+                            Action::Stop { epoch, .. } | Action::Drain { epoch, .. } => *epoch != s,
+                            Action::DrainListeners { .. } => {
+                                before.policy.driver == DriverKind::Envoy
+                            }
+                            _ => true,
+                        };
+                        prop_assert!(ok, "a drain request led to {:?}", a);
+                    }
+                    true
                 }
-                true
-            }
-            _ => false,
-        };
+                _ => false,
+            };
         if !allowed {
             prop_assert_eq!(
                 after.serving().map(|e| e.number),
@@ -452,13 +524,23 @@ fn check_step(
             }
         }
     }
+    // A refused rotation changes nothing about the serving epoch; a served one gives
+    // it exactly the pairs confirmed.
+    if let (Event::RotationFailed { .. }, Some(serving)) = (event, before.serving()) {
+        prop_assert_eq!(
+            after.serving().map(|e| &e.certs),
+            Some(&serving.certs),
+            "a refused rotation changed the serving epoch's certificates"
+        );
+    }
     // Once drained on request or shutting down, nothing new starts and no exit is
     // a crash.
     if before.stage != Stage::Running && before.stage != Stage::Idle {
         prop_assert!(
-            !actions
-                .iter()
-                .any(|a| matches!(a, Action::Preflight { .. } | Action::Spawn(_))),
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::Preflight { .. } | Action::Spawn(_) | Action::Rotate { .. }
+            )),
             "{:?} started an epoch in {:?}: {:?}",
             event,
             before.stage,
@@ -551,6 +633,17 @@ fn check_state(s: &State) -> Result<(), TestCaseError> {
     prop_assert_eq!(durations.buckets.iter().sum::<u64>(), durations.count);
     prop_assert!(durations.count <= counts.restarts);
     prop_assert!(counts.rotations <= durations.count);
+    // A rotation and a restart are never under way together, and a rotation is of
+    // the serving epoch.
+    if let Some(r) = s.rotation {
+        prop_assert!(
+            !s.in_flight(),
+            "a rotation beside a restart: {:?}",
+            s.epochs()
+        );
+        prop_assert_eq!(s.serving().map(|e| e.number), Some(r.epoch));
+    }
+    prop_assert!(counts.sds_rotations <= s.rotations_begun);
     Ok(())
 }
 
@@ -577,6 +670,12 @@ fn run_history(policy: Policy, moves: Vec<Move>) -> Result<(), TestCaseError> {
             );
         }
         prop_assert!(w.s.pending.is_none(), "a follow-up restart never ran");
+        if w.s.stage == Stage::Running {
+            prop_assert!(
+                w.s.rotation_pending.is_none() && w.s.rotation.is_none(),
+                "a rotation asked for never ran"
+            );
+        }
         // No epoch's files outlive it.
         for epoch in &w.files {
             prop_assert!(

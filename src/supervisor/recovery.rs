@@ -9,6 +9,7 @@ use super::chain;
 use super::epoch::{Epoch, Phase};
 use super::event::{Event, FailureReason, Millis, ProcessExit};
 use super::restart;
+use super::rotation;
 use super::shutdown;
 use super::state::{BackoffTimer, Stage, State};
 use crate::exit;
@@ -34,6 +35,7 @@ pub(super) fn on_exited(
     }));
     out.push(Action::Cleanup { epoch });
     chain::on_epoch_gone(state, gone.chain, out);
+    rotation::on_epoch_gone(state, epoch, out);
 
     if !state.supervising() {
         if state.serving_at_shutdown == Some(epoch) {

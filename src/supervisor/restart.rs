@@ -8,6 +8,7 @@ use super::action::{Action, Launch, Report, StopSignal};
 use super::chain;
 use super::epoch::{Epoch, Phase};
 use super::event::{CertInfo, Event, Millis, Trigger};
+use super::rotation;
 use super::state::{BackoffTimer, Pending, Stage, State};
 
 pub(super) fn on_start(state: &mut State, now: Millis, out: &mut Vec<Action>) {
@@ -48,6 +49,13 @@ pub(super) fn on_trigger(state: &mut State, trigger: Trigger, now: Millis, out: 
         out.push(Action::Report(Report::Coalesced { trigger }));
         return;
     }
+    if state.rotating() {
+        // One change reaches the proxy at a time; the restart starts from the
+        // certificates the rotation leaves served.
+        state.defer(trigger, now);
+        out.push(Action::Report(Report::WaitsForRotation { trigger }));
+        return;
+    }
     if let Some(draining) = state.drain_in_progress() {
         state.defer(trigger, now);
         out.push(Action::Report(Report::Deferred { trigger, draining }));
@@ -64,15 +72,22 @@ pub(super) fn on_trigger(state: &mut State, trigger: Trigger, now: Millis, out: 
     );
 }
 
-/// Start the next restart if one is due and nothing stands in its way: a recovery
-/// when nothing serves, or the follow-up a trigger asked for (once the previous
-/// epoch's drain period allows it).
+/// Start the next change if one is due and nothing stands in its way: a recovery
+/// when nothing serves, else a follow-up rotation in place (it waits for no drain),
+/// else the follow-up restart a trigger asked for (once the previous epoch's drain
+/// period allows it).
 pub(super) fn resume(state: &mut State, now: Millis, out: &mut Vec<Action>) {
-    if state.stage != Stage::Running || state.in_flight() || state.backoff != BackoffTimer::Unarmed
+    if state.stage != Stage::Running
+        || state.in_flight()
+        || state.rotating()
+        || state.backoff != BackoffTimer::Unarmed
     {
         return;
     }
     let recovering = state.serving().is_none();
+    if !recovering && rotation::begin_pending(state, out) {
+        return;
+    }
     if !recovering && (state.pending.is_none() || state.drain_in_progress().is_some()) {
         return;
     }

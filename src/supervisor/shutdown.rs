@@ -17,6 +17,7 @@ use super::action::{Action, Report, StopSignal};
 use super::epoch::Phase;
 use super::event::Event;
 use super::policy::DriverKind;
+use super::rotation;
 use super::state::{BackoffTimer, Stage, State};
 
 pub(super) fn on_drain_requested(state: &mut State, out: &mut Vec<Action>) {
@@ -25,6 +26,9 @@ pub(super) fn on_drain_requested(state: &mut State, out: &mut Vec<Action>) {
     }
     state.stage = Stage::Drained;
     state.pending = None;
+    // A rotation under way finishes (the serving epoch goes on serving); none
+    // follows it.
+    state.rotation_pending = None;
     state.backoff = BackoffTimer::Unarmed;
     abort_in_flight(state, out);
     let serving = state
@@ -50,6 +54,7 @@ pub(super) fn on_shutdown_requested(state: &mut State, out: &mut Vec<Action>) {
     state.stage = Stage::ShutdownDraining;
     state.pending = None;
     state.backoff = BackoffTimer::Unarmed;
+    rotation::abandon(state, out);
     abort_in_flight(state, out);
     let serving = state
         .serving_index()
@@ -149,6 +154,7 @@ pub(super) fn terminate_all(state: &mut State, out: &mut Vec<Action>) {
     state.stage = Stage::ShutdownTerminating;
     state.pending = None;
     state.backoff = BackoffTimer::Unarmed;
+    rotation::abandon(state, out);
     drop_preparing(state, out);
     match state.policy.driver {
         DriverKind::Generic => {

@@ -62,6 +62,17 @@ pub(super) struct Pending {
     pub since: Millis,
 }
 
+/// An in-place certificate rotation under way (`--cert-rotation sds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rotation {
+    /// Its number, which its outcome carries back.
+    pub id: u64,
+    /// The serving epoch it rotates.
+    pub epoch: u32,
+    /// When the first request it answers arrived.
+    pub since: Millis,
+}
+
 /// The supervisor's whole memory. Created with [`State::new`], changed only by
 /// [`super::step`].
 #[derive(Debug, Clone)]
@@ -89,6 +100,13 @@ pub struct State {
     pub(super) counts: Counts,
     /// Digests of the last [`TRUSTED`] configurations that reached serving.
     pub(super) served_digests: VecDeque<String>,
+    /// The in-place rotation under way, if any.
+    pub(super) rotation: Option<Rotation>,
+    /// A rotation asked for while one could not begin: when the first such request
+    /// arrived.
+    pub(super) rotation_pending: Option<Millis>,
+    /// Rotations begun so far (numbers them).
+    pub(super) rotations_begun: u64,
 }
 
 /// Configurations remembered as having served.
@@ -116,6 +134,9 @@ impl State {
             watch_error: None,
             counts: Counts::default(),
             served_digests: VecDeque::new(),
+            rotation: None,
+            rotation_pending: None,
+            rotations_begun: 0,
         }
     }
 
@@ -203,6 +224,12 @@ impl State {
     pub(super) fn in_flight(&self) -> bool {
         self.chain_status == ChainStatus::Repairing
             || self.epochs.iter().any(|e| e.phase.in_flight())
+    }
+
+    /// An in-place certificate rotation is under way: no restart begins until it
+    /// is over (one change reaches the proxy at a time).
+    pub(super) fn rotating(&self) -> bool {
+        self.rotation.is_some()
     }
 
     /// Envoy: an epoch of the current chain that is still within its drain period.

@@ -4,7 +4,7 @@
 use super::action::{Action, Report};
 use super::event::{Event, Millis};
 use super::state::State;
-use super::{chain, handover, recovery, restart, shutdown};
+use super::{chain, handover, recovery, restart, rotation, shutdown};
 
 /// Advance the supervisor by one event that happened at `now` (ms on the shell's
 /// monotonic clock). Pure: the same state, time and event always give the same
@@ -76,6 +76,23 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
             if state.watch_error.take().is_some() {
                 out_.push(Action::Report(Report::WatchRestored));
             }
+        }
+        Event::RotationRequested => rotation::on_requested(state, now, out_),
+        Event::RotationDone {
+            rotation,
+            certs,
+            changed,
+        } => {
+            rotation::on_done(state, rotation, certs, changed, now, out_);
+            restart::resume(state, now, out_);
+        }
+        Event::RotationFailed {
+            rotation,
+            reason,
+            message,
+        } => {
+            rotation::on_failed(state, rotation, reason, message, out_);
+            restart::resume(state, now, out_);
         }
     }
     for action in &out {

@@ -14,5 +14,6 @@ mod pod;
 mod prometheus;
 mod render;
 mod rotation;
+mod sds;
 mod stats;
 mod status;

@@ -98,13 +98,13 @@ fn wait_serial(port: u16, serial: &str) {
 
 /// A Kubernetes-style secret volume: `..<ts>/tls.{crt,key}`, `..data -> ..<ts>`,
 /// `tls.crt -> ..data/tls.crt`.
-struct Secret {
+pub(super) struct Secret {
     dir: PathBuf,
     generation: u32,
 }
 
 impl Secret {
-    fn new(dir: PathBuf, cert: &Path, key: &Path) -> Self {
+    pub(super) fn new(dir: PathBuf, cert: &Path, key: &Path) -> Self {
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = Secret { dir, generation: 0 };
         s.swap(cert, key);
@@ -115,7 +115,7 @@ impl Secret {
 
     /// What the kubelet does on a secret update: new timestamped dir, `..data_tmp`
     /// renamed over `..data`, old dir removed.
-    fn swap(&mut self, cert: &Path, key: &Path) {
+    pub(super) fn swap(&mut self, cert: &Path, key: &Path) {
         self.generation += 1;
         let ts = format!("..2026_11_24_{:06}", self.generation);
         let new = self.dir.join(&ts);
@@ -133,7 +133,7 @@ impl Secret {
         }
     }
 
-    fn cert_arg(&self) -> String {
+    pub(super) fn cert_arg(&self) -> String {
         format!(
             "{}:{}",
             self.dir.join("tls.crt").display(),
@@ -364,10 +364,10 @@ fn no_request_fails_across_five_certificate_rotations() {
 }
 
 /// Kills the child on drop unless it was waited for.
-struct ChildGuard(Option<std::process::Child>);
+pub(super) struct ChildGuard(pub(super) Option<std::process::Child>);
 
 impl ChildGuard {
-    fn wait(mut self) -> String {
+    pub(super) fn wait(mut self) -> String {
         let child = self.0.take().expect("child");
         let out = child.wait_with_output().expect("wait");
         String::from_utf8_lossy(&out.stdout).into_owned()

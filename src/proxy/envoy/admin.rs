@@ -53,6 +53,36 @@ pub struct CommandLineOptions {
     pub config_path: String,
 }
 
+/// One certificate Envoy serves, from `GET /certs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCert {
+    /// Its serial in hex, as Envoy prints it (lower case, no sign padding).
+    pub serial: String,
+    /// Its notAfter in Unix seconds, when Envoy's `expiration_time` parses.
+    pub not_after: Option<i64>,
+}
+
+/// `GET /certs`: every TLS context and the certificates it serves.
+#[derive(Debug, Deserialize)]
+struct CertsReply {
+    #[serde(default)]
+    certificates: Vec<CertsContext>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CertsContext {
+    #[serde(default)]
+    cert_chain: Vec<CertDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CertDetails {
+    #[serde(default)]
+    serial_number: String,
+    #[serde(default)]
+    expiration_time: Option<String>,
+}
+
 impl Admin {
     /// An admin client for `addr` whose requests give up after `timeout`.
     pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
@@ -80,6 +110,12 @@ impl Admin {
         let body = self.get_ok(&path).await?;
         let text = String::from_utf8_lossy(&body);
         Ok(parse_stat(&text, name))
+    }
+
+    /// `GET /certs`: the certificates every TLS context of Envoy serves now.
+    pub async fn served_certs(&self) -> Result<Vec<ServedCert>, AdminError> {
+        let body = self.get_ok("/certs").await?;
+        parse_certs(&body).map_err(|e| self.unexpected("/certs", e))
     }
 
     /// Active downstream connections of every listener but the admin's (as Istio's
@@ -136,6 +172,23 @@ fn sum_active(text: &str) -> u64 {
         .sum()
 }
 
+fn parse_certs(body: &[u8]) -> Result<Vec<ServedCert>, String> {
+    let reply: CertsReply = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(reply
+        .certificates
+        .into_iter()
+        .flat_map(|context| context.cert_chain)
+        .map(|c| ServedCert {
+            serial: c.serial_number,
+            not_after: c
+                .expiration_time
+                .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        })
+        .collect())
+}
+
 /// Find `name: value` in Envoy's plain-text stats output.
 fn parse_stat(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -168,6 +221,32 @@ mod tests {
             Some(1)
         );
         assert_eq!(parse_stat(text, "listener_manager.other"), None);
+    }
+
+    #[test]
+    fn certs_lists_every_served_certificate_with_its_serial_and_expiry() {
+        // As Envoy 1.40 answers for a listener with an SDS secret and a cluster.
+        let body = br#"{"certificates":[
+            {"ca_cert":[],"cert_chain":[{"path":"<inline>","serial_number":"1001",
+             "subject_alt_names":[],"days_until_expiration":"0",
+             "valid_from":"2026-11-29T22:54:55Z","expiration_time":"2026-11-30T22:54:55Z"}]},
+            {"ca_cert":[],"cert_chain":[{"path":"/c.pem","serial_number":"0abc"}]}]}"#;
+        let served = parse_certs(body).unwrap();
+        assert_eq!(
+            served,
+            vec![
+                ServedCert {
+                    serial: "1001".into(),
+                    not_after: Some(1_796_079_295),
+                },
+                ServedCert {
+                    serial: "0abc".into(),
+                    not_after: None,
+                },
+            ]
+        );
+        assert_eq!(parse_certs(b"{}").unwrap(), vec![]);
+        assert!(parse_certs(b"not json").is_err());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::admin::Admin;
 use super::chains::Chains;
 use super::epoch_files::EpochFiles;
-use super::{args, readiness, validate, Settings};
-use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy};
+use super::sds::Secrets;
+use super::{args, readiness, rotation, validate, Settings};
+use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy, Rotated};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
 use crate::sys::Reaper;
@@ -29,6 +30,8 @@ pub struct EnvoyProxy {
     /// `envoy --hot-restart-version`, asked once at start; `None` if it failed (a
     /// broken chain then cannot be repaired in place).
     hot_restart_version: Option<String>,
+    /// `--cert-rotation sds`: the SDS resources the `--cert` pairs reach Envoy by.
+    secrets: Option<Secrets>,
 }
 
 impl EnvoyProxy {
@@ -42,12 +45,15 @@ impl EnvoyProxy {
     ) -> Self {
         let files = EpochFiles::new(&settings, sink_port);
         let chains = Chains::new(&settings.config_dir, settings.base_id);
+        let secrets = (!settings.sds.is_empty())
+            .then(|| Secrets::new(settings.certs.clone(), settings.sds.clone()));
         EnvoyProxy {
             settings,
             files,
             reaper,
             chains: Mutex::new(chains),
             hot_restart_version,
+            secrets,
         }
     }
 
@@ -66,7 +72,13 @@ impl Proxy for EnvoyProxy {
     }
 
     async fn preflight(&self, epoch: u32, trusted: &[String]) -> Result<Prepared, PreflightError> {
-        let certs = check_certs(&self.settings.certs)?;
+        // With SDS the epoch starts with the pairs baton holds (and has just put in
+        // their resources, which the validator needs to find); changed `--cert` files
+        // reach it by a rotation.
+        let certs = match &self.secrets {
+            Some(secrets) => secrets.prepare()?,
+            None => check_certs(&self.settings.certs)?,
+        };
         let path = self.files.write(epoch)?;
         let digest = file_digest(&path);
         // A bootstrap byte for byte the same as one that reached LIVE passed this
@@ -117,7 +129,17 @@ impl Proxy for EnvoyProxy {
             &config.to_string_lossy(),
             self.settings.ready_timeout,
         )
-        .await
+        .await?;
+        // The serials `baton status` shows are what Envoy says it serves, not assumed.
+        if let Some(secrets) = &self.secrets {
+            let held = secrets.held();
+            rotation::confirm(&self.admin(), &held, rotation::CONFIRM_TIMEOUT)
+                .await
+                .map_err(|why| {
+                    format!("live, but not serving the certificates of its SDS resources: {why}")
+                })?;
+        }
+        Ok(())
     }
 
     fn drain(&self, epoch: u32, pid: u32) {
@@ -175,5 +197,15 @@ impl Proxy for EnvoyProxy {
 
     fn admin_addr(&self) -> Option<SocketAddr> {
         Some(self.settings.admin)
+    }
+
+    async fn rotate(&self) -> Result<Rotated, PreflightError> {
+        match &self.secrets {
+            Some(secrets) => rotation::rotate(secrets, &self.admin()).await,
+            None => Err(PreflightError::new(
+                FailureReason::Cert,
+                "in-place rotation needs --cert-rotation sds",
+            )),
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::sink;
 use super::Settings;
-use crate::bootstrap::{self, BootstrapPlan};
+use crate::bootstrap::{self, BootstrapPlan, SdsSecret};
 use crate::proxy::PreflightError;
 use crate::supervisor::FailureReason;
 
@@ -16,6 +16,8 @@ pub struct EpochFiles {
     plan: BootstrapPlan,
     dir: PathBuf,
     sink: sink::Sink,
+    /// `--cert-rotation sds`: the secrets every bootstrap must name.
+    sds: Vec<SdsSecret>,
 }
 
 impl EpochFiles {
@@ -29,6 +31,7 @@ impl EpochFiles {
                 port: sink_port,
                 flush: settings.stats_flush,
             },
+            sds: settings.sds.clone(),
         }
     }
 
@@ -49,9 +52,36 @@ impl EpochFiles {
             sink::add_sink(&mut json, self.sink);
             rendered = bootstrap::Rendered::from_json(json);
         }
+        self.check_sds(&rendered.text)?;
         let path = self.path(epoch);
         bootstrap::write_epoch_config(&path, &rendered).map_err(|e| failed(&e))?;
         Ok(path)
+    }
+
+    /// Under `--cert-rotation sds` a pair reaches Envoy only through its SDS resource:
+    /// a bootstrap that does not name one would never serve it, and every rotation of
+    /// it would fail to be confirmed. Said once, at the first epoch, instead.
+    fn check_sds(&self, text: &str) -> Result<(), PreflightError> {
+        let missing: Vec<String> = self
+            .sds
+            .iter()
+            .filter(|s| !text.contains(&*s.path.to_string_lossy()))
+            .map(|s| format!("{} ({})", s.name, s.path.display()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(PreflightError::new(
+            FailureReason::Config,
+            format!(
+                "--cert-rotation sds: the bootstrap does not name the SDS resource of every \
+                 --cert pair, so Envoy would never serve it: {} (reference each as \
+                 `tls_certificate_sds_secret_configs` with `path_config_source`, as the \
+                 embedded templates do for the first pair through `tls.sds`; see \
+                 bootstrap-templates/README.md)",
+                missing.join(", ")
+            ),
+        ))
     }
 
     /// Remove the bootstrap of an epoch that is gone.

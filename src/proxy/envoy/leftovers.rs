@@ -3,15 +3,17 @@
 //! same directory before it starts, and by every baton when it exits (a preflight
 //! still writing when the shutdown came cannot leave its file behind).
 //!
-//! What counts: `envoy-rev<N>.json|yaml` (each epoch's bootstrap), their temp files
-//! (`.envoy-rev<N>.<ext>.<pid>.<n>.tmp`), `base-id.<chain>` and the hot-restart
-//! segment each one names (`/dev/shm/envoy_shared_memory_<base_id*10>`).
+//! What counts: `envoy-rev<N>.json|yaml` (each epoch's bootstrap), the SDS resources of
+//! `--cert-rotation sds` (`sds-cert-<N>.json`, which hold private keys), the temp files
+//! of both (`.<name>.<pid>.<n>.tmp`), `base-id.<chain>` and the hot-restart segment
+//! each one names (`/dev/shm/envoy_shared_memory_<base_id*10>`).
 //!
 //! **Invariant:** nothing in use is removed. A segment mapped by a live process, or
 //! whose base id a live Envoy's hot-restart socket still holds, stays with its
 //! base-id file (another baton on this host may have picked the same base id since);
-//! a bootstrap a live process runs with, or a temp file a live writer other than
-//! this baton owns, stays too. What stays is logged with its reason.
+//! a bootstrap a live process runs with (and then every SDS resource, which that
+//! Envoy may still reload), or a temp file a live writer other than this baton owns,
+//! stays too. What stays is logged with its reason.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,8 @@ pub struct Swept {
 enum Leftover {
     /// An epoch's bootstrap.
     Bootstrap,
+    /// An SDS resource (`--cert-rotation sds`).
+    Secret,
     /// A bootstrap being written by the process `pid`.
     Temp { pid: u32 },
     /// A chain's base id file.
@@ -42,22 +46,27 @@ fn classify(name: &str) -> Option<Leftover> {
     let epoch_file = |stem: &str| {
         let (rev, ext) = stem.rsplit_once('.')?;
         let digits = rev.strip_prefix("envoy-rev")?;
-        (matches!(ext, "json" | "yaml") && is_number(digits)).then_some(())
+        (matches!(ext, "json" | "yaml") && is_number(digits)).then_some(Leftover::Bootstrap)
     };
+    let secret = |stem: &str| {
+        let digits = stem.strip_prefix("sds-cert-")?.strip_suffix(".json")?;
+        is_number(digits).then_some(Leftover::Secret)
+    };
+    let ours = |stem: &str| epoch_file(stem).or_else(|| secret(stem));
     if let Some(n) = name.strip_prefix("base-id.") {
         return is_number(n).then_some(Leftover::BaseId);
     }
     if let Some(temp) = name.strip_prefix('.').and_then(|t| t.strip_suffix(".tmp")) {
-        // envoy-rev<N>.<ext>.<pid>.<counter>
+        // <name>.<pid>.<counter>
         let mut parts = temp.rsplitn(3, '.');
         let (counter, pid, stem) = (parts.next()?, parts.next()?, parts.next()?);
-        epoch_file(stem)?;
+        ours(stem)?;
         return is_number(counter)
             .then(|| pid.parse().ok())
             .flatten()
             .map(|pid| Leftover::Temp { pid });
     }
-    epoch_file(name).map(|()| Leftover::Bootstrap)
+    ours(name)
 }
 
 fn is_number(s: &str) -> bool {
@@ -72,17 +81,27 @@ pub fn sweep(dir: &Path) -> Swept {
         return swept;
     };
     let me = std::process::id();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(kind) = name.to_str().and_then(classify) else {
-            continue;
-        };
-        let path = entry.path();
+    let mut found: Vec<(PathBuf, Leftover)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_name().to_str().and_then(classify)?)))
+        .collect();
+    // Secrets last: whether one stays depends on the bootstraps.
+    found.sort_by_key(|(_, kind)| *kind == Leftover::Secret);
+    let mut envoy_runs: Option<String> = None;
+    for (path, kind) in found {
         let keep = match kind {
             Leftover::Bootstrap => {
                 let users = procfs::users_of(&path);
-                (!users.is_empty()).then(|| format!("pid {users:?} runs with it"))
+                let why = (!users.is_empty()).then(|| format!("pid {users:?} runs with it"));
+                if why.is_some() {
+                    envoy_runs = Some(format!(
+                        "an Envoy still runs with {} and may reload it",
+                        path.display()
+                    ));
+                }
+                why
             }
+            Leftover::Secret => envoy_runs.clone(),
             // This baton writes no file while it sweeps: its own are stale.
             Leftover::Temp { pid } if pid != me && alive(pid) => {
                 Some(format!("pid {pid} may still be writing it"))
@@ -160,6 +179,11 @@ mod tests {
             classify(".envoy-rev4.json.4242.7.tmp"),
             Some(Leftover::Temp { pid: 4242 })
         );
+        assert_eq!(classify("sds-cert-0.json"), Some(Leftover::Secret));
+        assert_eq!(
+            classify(".sds-cert-1.json.4242.0.tmp"),
+            Some(Leftover::Temp { pid: 4242 })
+        );
         for other in [
             "envoy-rev.json",
             "envoy-revX.json",
@@ -169,6 +193,9 @@ mod tests {
             "base-id.x",
             ".envoy-rev4.json.tmp",
             ".envoy-rev4.json.x.7.tmp",
+            "sds-cert-.json",
+            "sds-cert-0.yaml",
+            "sds-certs-0.json",
             "tls.crt",
         ] {
             assert_eq!(classify(other), None, "{other}");
@@ -187,6 +214,8 @@ mod tests {
             format!(".envoy-rev5.json.{}.0.tmp", std::process::id()),
             "base-id.0".to_string(),
             "base-id.1".to_string(),
+            "sds-cert-0.json".to_string(),
+            format!(".sds-cert-1.json.{dead}.3.tmp"),
             "user-notes.txt".to_string(),
         ] {
             std::fs::write(d.join(name), "").unwrap();
@@ -195,7 +224,7 @@ mod tests {
         std::fs::write(d.join("base-id.1"), format!("{}\n", u64::MAX / 100)).unwrap();
         let swept = sweep(d);
         assert!(swept.kept.is_empty(), "{:?}", swept.kept);
-        assert_eq!(swept.removed.len(), 6, "{:?}", swept.removed);
+        assert_eq!(swept.removed.len(), 8, "{:?}", swept.removed);
         let left: Vec<_> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -14,7 +14,8 @@
 //! Code map: [`Settings`] (plain data from `config`) · `epoch_files` (each epoch's
 //! bootstrap file, shared with `baton render`) · `driver` ([`EnvoyProxy`], the
 //! [`crate::proxy::Proxy`] implementation) · `readiness` · `admin` · `args` ·
-//! `chains` · `stand_in` (answering for a dead parent) · [`sink`] (what baton adds
+//! `chains` · `stand_in` (answering for a dead parent) · [`sds`] (the SDS resources
+//! of `--cert-rotation sds`) · `rotation` (an in-place rotation, confirmed) · [`sink`] (what baton adds
 //! to every bootstrap) · [`metrics_service`] (baton's receiver) · [`counters`]
 //! (Envoy's counters carried across epochs) · `leftovers` · `validate`.
 
@@ -27,6 +28,8 @@ mod epoch_files;
 pub mod leftovers;
 pub mod metrics_service;
 mod readiness;
+mod rotation;
+pub mod sds;
 pub mod sink;
 mod stand_in;
 mod validate;
@@ -40,7 +43,7 @@ pub use driver::EnvoyProxy;
 pub use epoch_files::EpochFiles;
 pub use validate::{hot_restart_version, validate};
 
-use crate::bootstrap::{BootstrapPlan, CertPair};
+use crate::bootstrap::{BootstrapPlan, CertPair, SdsSecret};
 
 /// Everything the Envoy driver needs, validated: plain data, no resources.
 #[derive(Debug, Clone)]
@@ -59,6 +62,9 @@ pub struct Settings {
     pub ready_timeout: Duration,
     /// `--cert` pairs, checked before every restart.
     pub certs: Vec<CertPair>,
+    /// `--cert-rotation sds`: the SDS secret of each pair of `certs`, in order, which
+    /// every bootstrap must name; empty under `--cert-rotation restart`.
+    pub sds: Vec<SdsSecret>,
     /// How often every epoch sends its counters to baton (`stats_flush_interval`).
     pub stats_flush: Duration,
     /// `--base-id` of the first chain; `None`: Envoy picks a free one.

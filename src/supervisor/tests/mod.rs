@@ -5,6 +5,7 @@ mod chain;
 mod crash;
 mod faults;
 mod restart;
+mod rotation;
 mod shutdown;
 
 pub(super) use super::Action as A;
