@@ -161,8 +161,8 @@ async fn supervise<P: Proxy>(
         tracing::error!("{e}");
         return Ok(exit::CONFIG);
     }
-    let _watcher = triggers::watch_files(&supervision, events.clone())?;
     let mut shell = Shell::new(proxy, reaper, events.clone());
+    let _watcher = triggers::watch_files(&supervision, events.clone(), shell.warmer())?;
 
     let _ = events.send(Event::Start);
     loop {

@@ -33,7 +33,7 @@ pub fn render(mut settings: RenderSettings) -> anyhow::Result<i32> {
 
 fn produce(settings: &RenderSettings) -> Result<(), String> {
     let files = EpochFiles::new(&settings.driver, 0);
-    let path = files.write(0).map_err(|e| e.message)?;
+    let (path, _) = files.write(0).map_err(|e| e.message)?;
     if settings.validate {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -93,6 +93,9 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
     Policy {
         driver: handover.driver,
         gather: ms(defaults::GATHER),
+        // Envoy's inputs all go through the bootstrap baton renders (certificates
+        // inline), so a companion trigger can be checked instead of waited for.
+        checks_inputs: handover.driver == DriverKind::Envoy,
         crash_budget: s.crash_budget,
         backoff: Backoff {
             base: ms(s.crash_backoff),

@@ -150,6 +150,9 @@ pub enum Event {
         /// sha256 of the configuration it will run with.
         config_digest: Option<String>,
     },
+    /// The answer to `CheckInputs { epoch }`: the digest of the configuration a
+    /// restart would run with now (`None`: the driver cannot tell).
+    InputsChecked { epoch: u32, digest: Option<String> },
     /// The preflight of `epoch` failed; nothing was started.
     PreflightFailed {
         epoch: u32,

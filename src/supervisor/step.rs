@@ -20,6 +20,9 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
             epoch,
             config_digest,
         } => restart::on_preflight_passed(state, epoch, config_digest, out_),
+        Event::InputsChecked { epoch, digest } => {
+            restart::on_inputs_checked(state, epoch, digest, now, out_)
+        }
         Event::PreflightFailed {
             epoch,
             reason,

@@ -20,8 +20,13 @@
 //!
 //! **Invariant:** the watches are in place before the baseline digests are taken, so
 //! any change to content made after [`spawn`] returns is reported.
+//! - **A hint before the decision** ([`WatchConfig::settling`]): once a burst has been
+//!   still for [`HINT_AFTER`] (well before `quiet`), a hint says "content may have
+//!   changed", so a consumer can start slow preparations (Envoy's validation of the
+//!   bootstrap) while the quiet period runs. Not a decision: nothing is hashed for it.
+//!
 //! **Invariant:** one burst yields at most one [`Change`]; a burst whose content ends
-//! up as it started yields none.
+//! up as it started yields none. At most one hint per burst.
 //! **Boundary:** the directories holding the watched paths must keep existing (a
 //! mount point does); a watched directory replaced by rename is followed, because its
 //! parent is watched too and every burst re-arms the watches by path.
@@ -50,6 +55,9 @@ pub use wait::{wait_for, WaitError};
 pub const DEFAULT_QUIET: Duration = Duration::from_millis(100);
 /// Default cap: act at the latest this long after the first event of a burst.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(2);
+/// A burst still this long gets its hint (when that is shorter than the quiet period):
+/// a Kubernetes `..data` swap or an editor's save is over within a millisecond or two.
+pub const HINT_AFTER: Duration = Duration::from_millis(5);
 
 /// What to watch and how to debounce it.
 #[derive(Debug, Clone)]
@@ -62,6 +70,9 @@ pub struct WatchConfig {
     /// Act at the latest this long after the first event of a burst, even if events
     /// keep coming. A cap shorter than `quiet` simply wins.
     pub cap: Duration,
+    /// Where hints go: a burst has been still for [`HINT_AFTER`], content may have
+    /// changed (not checked). `None`: no hints.
+    pub settling: Option<mpsc::UnboundedSender<()>>,
 }
 
 impl WatchConfig {
@@ -71,6 +82,7 @@ impl WatchConfig {
             paths,
             quiet: DEFAULT_QUIET,
             cap: DEFAULT_CAP,
+            settling: None,
         }
     }
 }
@@ -176,6 +188,11 @@ pub fn spawn(
             baseline,
             debounce: Debounce::new(config.quiet, config.cap),
             tx,
+            hint: Hint {
+                to: config.settling.filter(|_| HINT_AFTER < config.quiet),
+                due: None,
+                given: false,
+            },
         },
         events,
     ));
@@ -222,6 +239,39 @@ struct Loop {
     baseline: Vec<Digest>,
     debounce: Debounce,
     tx: mpsc::UnboundedSender<Change>,
+    hint: Hint,
+}
+
+/// The burst's one hint: due [`HINT_AFTER`] after its latest event.
+struct Hint {
+    to: Option<mpsc::UnboundedSender<()>>,
+    due: Option<Instant>,
+    given: bool,
+}
+
+impl Hint {
+    fn event(&mut self, at: Instant) {
+        if self.to.is_some() && !self.given {
+            let due = at + HINT_AFTER;
+            self.due = Some(self.due.map_or(due, |d| d.max(due)));
+        }
+    }
+
+    fn fire(&mut self, now: Instant) {
+        if self.due.is_some_and(|due| due <= now) {
+            self.due = None;
+            self.given = true;
+            if let Some(to) = &self.to {
+                let _ = to.send(());
+            }
+        }
+    }
+
+    /// The burst is over: the next one gets its own hint.
+    fn reset(&mut self) {
+        self.due = None;
+        self.given = false;
+    }
 }
 
 /// Drained per wake-up at most, so that an event storm cannot keep the loop from
@@ -236,7 +286,11 @@ enum Wake {
 
 async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
     loop {
-        let wake = match state.debounce.deadline() {
+        let deadline = match (state.debounce.deadline(), state.hint.due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wake = match deadline {
             None => events.recv().await.map_or(Wake::Closed, Wake::Event),
             Some(due) => tokio::select! {
                 event = events.recv() => event.map_or(Wake::Closed, Wake::Event),
@@ -244,7 +298,7 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
             },
         };
         match wake {
-            Wake::Event(at) => state.debounce.event(at),
+            Wake::Event(at) => state.event(at),
             Wake::Deadline => {}
             Wake::Closed => return,
         }
@@ -252,12 +306,15 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
         // would act in the middle of a burst whenever this task ran late.
         for _ in 0..MAX_DRAIN {
             match events.try_recv() {
-                Ok(at) => state.debounce.event(at),
+                Ok(at) => state.event(at),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
-        if let Some(first) = state.debounce.fire(Instant::now()) {
+        let now = Instant::now();
+        state.hint.fire(now);
+        if let Some(first) = state.debounce.fire(now) {
+            state.hint.reset();
             if !state.settle(first).await {
                 return;
             }
@@ -266,6 +323,11 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
 }
 
 impl Loop {
+    fn event(&mut self, at: Instant) {
+        self.debounce.event(at);
+        self.hint.event(at);
+    }
+
     /// Re-hash after a burst that started at `first`; send a [`Change`] if content
     /// changed. Returns false when the receiver is gone and the loop should end.
     async fn settle(&mut self, first: Instant) -> bool {

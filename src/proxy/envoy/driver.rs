@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::admin::Admin;
 use super::chains::Chains;
 use super::epoch_files::EpochFiles;
+use super::validations::Validations;
 use super::{args, readiness, validate, Settings};
-use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy};
+use crate::proxy::{check_certs, PreflightError, Prepared, Proxy};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
 use crate::sys::Reaper;
@@ -29,6 +30,10 @@ pub struct EnvoyProxy {
     /// `envoy --hot-restart-version`, asked once at start; `None` if it failed (a
     /// broken chain then cannot be repaired in place).
     hot_restart_version: Option<String>,
+    /// Bootstraps `envoy --mode validate` passed, and the validations running.
+    validations: Validations,
+    /// The digests of configurations that served, as the last preflight was told.
+    served: Mutex<Vec<String>>,
 }
 
 impl EnvoyProxy {
@@ -48,7 +53,22 @@ impl EnvoyProxy {
             reaper,
             chains: Mutex::new(chains),
             hot_restart_version,
+            validations: Validations::default(),
+            served: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `envoy --mode validate` on `path`, unless a file of the same bytes passed or
+    /// is being validated; `Ok(true)` if it ran (or was awaited) for this call.
+    async fn ensure_valid(&self, path: &std::path::Path, digest: &str) -> Result<bool, String> {
+        let known = self.validations.known(digest);
+        let s = &self.settings;
+        self.validations
+            .ensure(digest, || {
+                validate::validate(&self.reaper, &s.binary, path, &s.options)
+            })
+            .await
+            .map(|()| !known)
     }
 
     fn chains(&self) -> MutexGuard<'_, Chains> {
@@ -67,33 +87,59 @@ impl Proxy for EnvoyProxy {
 
     async fn preflight(&self, epoch: u32, trusted: &[String]) -> Result<Prepared, PreflightError> {
         let mut notes = check_certs(&self.settings.certs)?;
-        let path = self.files.write(epoch)?;
-        let digest = file_digest(&path);
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = trusted.to_vec();
+        let (path, bootstrap) = self.files.write(epoch)?;
+        let digest = bootstrap.digest;
         // A bootstrap byte for byte the same as one that reached LIVE passed this
         // check then; running it again (60-100 ms, and a third Envoy's memory) would
         // protect nothing. Files it names are checked by the new epoch's own start,
         // whose failure leaves the serving epoch untouched.
-        if digest.as_ref().is_some_and(|d| trusted.contains(d)) {
+        if trusted.contains(&digest) {
             notes.push(
                 "bootstrap identical to one that served: envoy --mode validate skipped".into(),
             );
         } else {
-            let checked = validate::validate(
-                &self.reaper,
-                &self.settings.binary,
-                &path,
-                &self.settings.options,
-            )
-            .await;
-            if let Err(message) = checked {
-                self.files.remove(epoch);
-                return Err(PreflightError::new(FailureReason::Config, message));
+            match self.ensure_valid(&path, &digest).await {
+                Ok(true) => {}
+                Ok(false) => notes.push(
+                    "bootstrap validated ahead (while the restart waited): envoy --mode validate not run again"
+                        .into(),
+                ),
+                Err(message) => {
+                    self.files.remove(epoch);
+                    return Err(PreflightError::new(FailureReason::Config, message));
+                }
             }
         }
         Ok(Prepared {
-            config_digest: digest,
+            config_digest: Some(digest),
             notes,
         })
+    }
+
+    fn inputs_digest(&self) -> Option<String> {
+        self.files.render().ok().map(|b| b.digest)
+    }
+
+    async fn warm(&self) {
+        let Ok(bootstrap) = self.files.render() else {
+            // The preflight reports a template that does not render.
+            return;
+        };
+        let served = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&bootstrap.digest);
+        if served || self.validations.known(&bootstrap.digest) {
+            return;
+        }
+        let Ok(path) = self.files.write_scratch(&bootstrap) else {
+            return;
+        };
+        let outcome = self.ensure_valid(&path, &bootstrap.digest).await;
+        self.files.remove_scratch(&path);
+        tracing::debug!(ok = outcome.is_ok(), "bootstrap validated ahead");
     }
 
     fn command(&self, launch: &Launch) -> Result<Command, String> {

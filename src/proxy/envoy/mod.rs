@@ -14,7 +14,8 @@
 //! Code map: [`Settings`] (plain data from `config`) · `epoch_files` (each epoch's
 //! bootstrap file, shared with `baton render`) · `driver` ([`EnvoyProxy`], the
 //! [`crate::proxy::Proxy`] implementation) · `readiness` · `admin` · `args` ·
-//! `chains` · `stand_in` (answering for a dead parent) · [`statsd`] · `validate`.
+//! `chains` · `stand_in` (answering for a dead parent) · [`statsd`] · `validate` ·
+//! `validations` (bootstraps that passed, validations running, warm-ups).
 
 mod admin;
 mod args;
@@ -25,6 +26,7 @@ mod readiness;
 mod stand_in;
 pub mod statsd;
 mod validate;
+mod validations;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! they must produce. One module per concept, as the core itself is split.
 
 mod chain;
+mod companion;
 mod crash;
 mod restart;
 mod shutdown;
@@ -14,6 +15,7 @@ pub(super) fn policy(driver: DriverKind) -> Policy {
     Policy {
         driver,
         gather: 0,
+        checks_inputs: false,
         crash_budget: 2,
         backoff: Backoff {
             base: 1000,
