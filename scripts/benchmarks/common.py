@@ -140,17 +140,24 @@ def cpu_ticks(pid):
 
 
 def context_switches(pid):
-    """Voluntary + involuntary context switches of every thread of `pid`: each is a wakeup."""
-    total = 0
+    """Voluntary + involuntary context switches per thread of `pid` ({tid: count}): each is
+    a wakeup. Compare two samples with `wakeups_between`."""
+    counts = {}
     for task in glob.glob(f"/proc/{pid}/task/*/status"):
+        tid = int(task.split("/")[4])
         try:
             with open(task) as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
+                counts[tid] = sum(int(line.split()[1]) for line in f if line.startswith(
+                    ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
         except OSError:
             pass
-    return total
+    return counts
+
+
+def wakeups_between(before, after):
+    """Context switches between two samples, over the threads alive at the second (a thread
+    that ended meanwhile takes its count with it)."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 class Processes:

@@ -38,7 +38,7 @@ def measure(pid, seconds):
     w1, c1, t1 = common.context_switches(pid), common.cpu_ticks(pid), time.monotonic()
     threads = len(os.listdir(f"/proc/{pid}/task"))
     return {"rss_mb": common.status_kb(pid, "VmRSS") / 1024, "threads": threads,
-            "wakeups_s": (w1 - w0) / (t1 - t0),
+            "wakeups_s": common.wakeups_between(w0, w1) / (t1 - t0),
             "cpu_pct": 100 * (c1 - c0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)}
 
 

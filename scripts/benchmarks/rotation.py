@@ -15,12 +15,18 @@ Measured per rotation, for each `--debounce` setting D:
   * baton's own `restart_ms` (trigger -> new epoch serving) from "epoch ready and serving".
 D, the quiet period, is printed beside the figures: they read as "D + x ms".
 
+The anchor, in the same run: Envoy's own hot restart onto the next certificate under Envoy's
+hot-restarter.py (../shared/anchors, benchmarks only) with the same bootstrap (`baton render`
+with `--cert`, rewritten before each SIGHUP, not timed): SIGHUP -> the new certificate served,
+polled the same way. "Served at debounce + Envoy's start" means baton's x is this anchor.
+
 Between rotations the script waits for "epoch ready and serving" of the new epoch and then
-1.1 s more: baton defers a restart until the previous epoch has drained for --drain-duration
-(1s here); rotating earlier would only measure that wait.
+1.5 s more: baton defers a restart until the previous epoch has drained for --drain-duration
+(1 s here) and been merged by one stats flush (250 ms); rotating earlier would only measure
+that wait.
 
 Everything listens on 127.0.0.1 ports chosen free; every process started is stopped.
-Usage: scripts/bench-rotation [--rotations N] [--debounce 20ms --debounce 100ms]
+Usage: scripts/bench rotation [--rotations N] [--debounce 20ms --debounce 100ms]
 """
 
 import argparse
@@ -38,11 +44,21 @@ import sys
 import tempfile
 import time
 
+import common
 from common import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = common.ROOT
+RESTARTER = os.path.normpath(os.path.join(ROOT, "..", "shared", "anchors", "hot-restarter.py"))
+START_SCRIPT = """#!/bin/sh
+if [ "$RESTART_EPOCH" = 0 ]; then
+    exec {envoy} -c {cfg} --restart-epoch 0 {flags} --use-dynamic-base-id --base-id-path {base}
+fi
+exec {envoy} -c {cfg} --restart-epoch "$RESTART_EPOCH" {flags} --base-id "$(cat {base})"
+"""
+FLAGS = ("--drain-time-s 1 --parent-shutdown-time-s 2 --service-cluster baton "
+         "--local-address-ip-version v4 -l warning --concurrency 1")
 POLL = 0.002          # seconds between handshake attempts
-SETTLE = 1.1          # seconds after the new epoch serves (> --drain-duration 1s)
+SETTLE = 1.5         # seconds after the new epoch serves (> --drain-duration 1s + one 250 ms flush)
 ROTATION_TIMEOUT = 30.0
 
 
@@ -236,7 +252,7 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
     seen_pids = set()
     result = {"debounce_ms": debounce_ms, "served": [], "decided": [], "detect_ms": [],
               "restart_ms": [], "startup_ms": [], "failures": 0, "regressions": 0, "extra_changes": 0,
-              "deferred": 0, "refused": 0, "code": None}
+              "deferred": 0, "refused": 0, "ahead": 0, "code": None}
     try:
         certs = gen_certs(os.path.join(work, "certs"), rotations + 1, serial_base)
         secret = Secret(os.path.join(work, "secret"))
@@ -291,6 +307,8 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
                 1 for rec in log.records[index:] if "restart waits" in rec.get("message", ""))
             result["refused"] += sum(
                 1 for rec in log.records[index:] if "new epoch refused" in rec.get("message", ""))
+            result["ahead"] += sum(
+                1 for rec in log.records[index:] if "validated ahead" in rec.get("message", ""))
             decided = parse_timestamp(changes[0]["timestamp"])
             result["served"].append((t1 - t0) * 1000)
             result["decided"].append((decided - t0) * 1000)
@@ -328,6 +346,65 @@ def run_setting(baton, envoy, debounce_ms, rotations, serial_base):
     return result
 
 
+def anchor(baton, envoy, rotations, serial_base):
+    """Envoy's own hot restart onto each next certificate, under hot-restarter.py."""
+    work = tempfile.mkdtemp(prefix="baton-bench-rotation-anchor-")
+    proc = None
+    base = os.path.join(work, "base-id")
+    served = []
+    failures = 0
+    try:
+        certs = gen_certs(os.path.join(work, "certs"), rotations + 1, serial_base)
+        port, admin, upstream = free_port(), free_port(), free_port()
+        cfg = os.path.join(work, "envoy.json")
+
+        def render(i):
+            d = os.path.join(work, f"pair{i}")
+            os.makedirs(d)
+            crt, key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+            with open(crt, "w") as f:
+                f.write(certs[i][0])
+            with open(key, "w") as f:
+                f.write(certs[i][1])
+            tmp = cfg + ".tmp"
+            subprocess.run(
+                [baton, "render", "--template", "standalone", "--var", f"listen_port={port}",
+                 "--var", "listen_address=127.0.0.1", "--var", f"upstream=127.0.0.1:{upstream}",
+                 "--admin-port", str(admin), "--cert", f"{crt}:{key}", "--output", tmp],
+                check=True)
+            os.rename(tmp, cfg)
+
+        render(0)
+        script = os.path.join(work, "start-envoy.sh")
+        with open(script, "w") as f:
+            f.write(START_SCRIPT.format(envoy=envoy, cfg=cfg, flags=FLAGS, base=base))
+        os.chmod(script, 0o700)
+        proc = subprocess.Popen([sys.executable, RESTARTER, script],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctx = client_context()
+        wait_served(port, ctx, certs[0][2], 30)
+        time.sleep(0.2)
+        for n in range(1, rotations + 1):
+            render(n)
+            t0 = time.time()
+            proc.send_signal(signal.SIGHUP)
+            t1, failed = wait_served(port, ctx, certs[n][2], ROTATION_TIMEOUT)
+            failures += failed
+            served.append((t1 - t0) * 1000)
+            common.wait_live(admin, n)
+            time.sleep(SETTLE)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        try:
+            common.remove_envoy_shm([open(base).read()])
+        except OSError:
+            pass
+        subprocess.run(["rm", "-rf", work], check=False)
+    return {"served": served, "failures": failures}
+
+
 def pct(xs, q):
     """Linear interpolation between closest ranks (numpy's default)."""
     xs = sorted(xs)
@@ -342,44 +419,53 @@ def main():
     ap.add_argument("--rotations", type=int, default=50, help="rotations per --debounce setting")
     ap.add_argument("--debounce", action="append", type=parse_duration_ms,
                     help="--debounce setting to measure (repeatable; default 20ms and 100ms)")
-    ap.add_argument("--baton", default=os.path.join(ROOT, "target", "release", "baton"))
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--baton", default=common.BATON)
     ap.add_argument("--envoy", required=True)
     a = ap.parse_args()
     settings = a.debounce or [20.0, 100.0]
+    load_before = common.load_average()
 
+    print(f"anchor (hot-restarter.py): {a.rotations} rotations...", file=sys.stderr, flush=True)
+    base = anchor(a.baton, a.envoy, a.rotations, 100_000)
     results = []
     for i, d in enumerate(settings):
         print(f"--debounce {d:g}ms: {a.rotations} rotations...", file=sys.stderr, flush=True)
         results.append(run_setting(a.baton, a.envoy, d, a.rotations, 1000 * (i + 1)))
 
-    w = 24
-    print(f"rotations: {a.rotations} per setting; ..data swap of an EC P-256 cert/key; "
-          f"TLS handshake poll every {POLL * 1000:.0f} ms; Envoy --concurrency 1, "
-          f"--drain-duration 1s; {SETTLE}s after each new epoch serves")
-    print(f"{'':44}" + "".join(f"{'--debounce ' + format(r['debounce_ms'], 'g') + 'ms':>{w}}"
-                                 for r in results))
+    print(f"{a.rotations} rotations per setting; ..data swap of an EC P-256 cert/key; TLS "
+          f"handshake poll every {POLL * 1000:.0f} ms; Envoy --concurrency 1, drain 1 s; "
+          f"{SETTLE}s after each new epoch serves; load average before {load_before}, after "
+          f"{common.load_average()}")
+    print()
+    a50 = pct(base["served"], 0.5)
+    header = ["", "anchor: hot-restarter.py, SIGHUP"] + [
+        f"baton `--debounce {r['debounce_ms']:g}ms`" for r in results]
 
-    def row(label, cell):
-        print(f"{label:44}" + "".join(f"{cell(r):>{w}}" for r in results))
+    def trio(xs):
+        return f"{pct(xs, 0.5):.1f} / {pct(xs, 0.99):.1f} / {max(xs):.1f} ms"
 
-    def trio(key):
-        return lambda r: "{:.1f} / {:.1f} / {:.1f}".format(
-            pct(r[key], 0.5), pct(r[key], 0.99), max(r[key]))
-
-    row("quiet period D (ms)", lambda r: f"{r['debounce_ms']:g}")
-    row("swap -> restart decided  p50/p99/max (ms)", trio("decided"))
-    row("swap -> new cert served  p50/p99/max (ms)", trio("served"))
-    row("  as D + x (p50)", lambda r: f"D + {pct(r['served'], 0.5) - r['debounce_ms']:.1f}")
-    row("  decided -> served (p50, ms)",
-        lambda r: f"{statistics.median([s - d for s, d in zip(r['served'], r['decided'])]):.1f}")
-    row("baton detect_ms p50 (1st event -> decided)", lambda r: f"{statistics.median(r['detect_ms']):g}")
-    row("baton restart_ms p50 (trigger -> serving)", lambda r: f"{statistics.median(r['restart_ms']):g}")
-    row("  of which spawn -> ready (startup_ms) p50", lambda r: f"{statistics.median(r['startup_ms']):g}")
-    row("failed handshakes (whole run)", lambda r: str(r["failures"]))
-    row("old cert after new one served", lambda r: str(r["regressions"]))
-    row("extra 'watched content changed' records", lambda r: str(r["extra_changes"]))
-    row("deferred / refused restarts", lambda r: f"{r['deferred']} / {r['refused']}")
-    row("baton exit code after SIGTERM", lambda r: str(r["code"]))
+    rows = [
+        ["swap (anchor: SIGHUP) -> new certificate served, p50 / p99 / max", trio(base["served"])]
+        + [trio(r["served"]) for r in results],
+        ["as D + x (p50)", f"{a50:.1f} ms"]
+        + [f"D + {pct(r['served'], 0.5) - r['debounce_ms']:.1f} ms" for r in results],
+        ["x / anchor's (p50)", "1.00"]
+        + [f"{(pct(r['served'], 0.5) - r['debounce_ms']) / a50:.2f}" for r in results],
+        ["swap -> restart decided, p50", "-"] + [f"{pct(r['decided'], 0.5):.1f} ms" for r in results],
+        ["baton trigger -> serving (`restart_ms`) p50", "-"]
+        + [f"{statistics.median(r['restart_ms']):g} ms" for r in results],
+        ["of which spawn -> ready (`startup_ms`) p50", "-"]
+        + [f"{statistics.median(r['startup_ms']):g} ms" for r in results],
+        ["validations done ahead (during the quiet period)", "-"]
+        + [f"{r['ahead']} of {len(r['served'])}" for r in results],
+        ["failed handshakes / old certificate after the new one", f"{base['failures']} / -"]
+        + [f"{r['failures']} / {r['regressions']}" for r in results],
+        ["extra restarts for one swap / deferred / refused", "-"]
+        + [f"{r['extra_changes']} / {r['deferred']} / {r['refused']}" for r in results],
+    ]
+    print(common.table(header, rows))
+    common.save_json(a.json, {"anchor": base, "baton": results, "load": load_before})
     ok = all(r["code"] == 0 and r["failures"] == 0 and r["regressions"] == 0 and r["refused"] == 0
              for r in results)
     return 0 if ok else 1

@@ -93,8 +93,8 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
     Policy {
         driver: handover.driver,
         gather: ms(defaults::GATHER),
-        // Envoy's inputs all go through the bootstrap baton renders (certificates
-        // inline), so a companion trigger can be checked instead of waited for.
+        // baton renders Envoy's bootstrap itself, so a companion trigger can be checked
+        // against it instead of waited for.
         checks_inputs: handover.driver == DriverKind::Envoy,
         crash_budget: s.crash_budget,
         backoff: Backoff {
