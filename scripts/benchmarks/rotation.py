@@ -26,7 +26,8 @@ Between rotations the script waits for "epoch ready and serving" of the new epoc
 that wait.
 
 Everything listens on 127.0.0.1 ports chosen free; every process started is stopped.
-Usage: scripts/bench rotation [--rotations N] [--debounce 20ms --debounce 100ms]
+Usage: scripts/bench rotation [--rotations N] [--rounds R] [--debounce 20ms --debounce 100ms]
+                              [--json FILE]
 """
 
 import argparse
@@ -414,11 +415,25 @@ def pct(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def merge(a, b):
+    """Two runs of one setting as one."""
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, list):
+            out[k] = a[k] + v
+        elif isinstance(v, int) and k != "code" and k != "debounce_ms":
+            out[k] = a[k] + v
+    out["code"] = a["code"] or b["code"]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rotations", type=int, default=50, help="rotations per --debounce setting")
     ap.add_argument("--debounce", action="append", type=parse_duration_ms,
                     help="--debounce setting to measure (repeatable; default 20ms and 100ms)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="split the rotations into rounds that alternate anchor and settings")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--baton", default=common.BATON)
     ap.add_argument("--envoy", required=True)
@@ -426,14 +441,25 @@ def main():
     settings = a.debounce or [20.0, 100.0]
     load_before = common.load_average()
 
-    print(f"anchor (hot-restarter.py): {a.rotations} rotations...", file=sys.stderr, flush=True)
-    base = anchor(a.baton, a.envoy, a.rotations, 100_000)
-    results = []
-    for i, d in enumerate(settings):
-        print(f"--debounce {d:g}ms: {a.rotations} rotations...", file=sys.stderr, flush=True)
-        results.append(run_setting(a.baton, a.envoy, d, a.rotations, 1000 * (i + 1)))
+    # Rounds alternate the anchor and each setting, so a change in the machine's load
+    # lands on all of them alike.
+    per_round = max(1, a.rotations // a.rounds)
+    base = {"served": [], "failures": 0}
+    results = [None] * len(settings)
+    for n in range(a.rounds):
+        print(f"[round {n + 1}] anchor (hot-restarter.py): {per_round} rotations, load "
+              f"{common.load_average()}", file=sys.stderr, flush=True)
+        got = anchor(a.baton, a.envoy, per_round, 100_000 * (n + 1))
+        base["served"] += got["served"]
+        base["failures"] += got["failures"]
+        for i, d in enumerate(settings):
+            print(f"[round {n + 1}] --debounce {d:g}ms: {per_round} rotations, load "
+                  f"{common.load_average()}", file=sys.stderr, flush=True)
+            got = run_setting(a.baton, a.envoy, d, per_round, 1000 * (10 * n + i + 1))
+            results[i] = got if results[i] is None else merge(results[i], got)
 
-    print(f"{a.rotations} rotations per setting; ..data swap of an EC P-256 cert/key; TLS "
+    print(f"{per_round * a.rounds} rotations per setting in {a.rounds} round(s); ..data swap "
+          f"of an EC P-256 cert/key; TLS "
           f"handshake poll every {POLL * 1000:.0f} ms; Envoy --concurrency 1, drain 1 s; "
           f"{SETTLE}s after each new epoch serves; load average before {load_before}, after "
           f"{common.load_average()}")
