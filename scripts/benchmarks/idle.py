@@ -75,7 +75,7 @@ def baton_envoy(a, procs, work):
          "--admin-port", str(admin), "--status-addr", f"127.0.0.1:{free_port()}",
          "--config-dir", cfg_dir, "--concurrency", "1", "--termination-drain-duration", "1s"],
         stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
-    common.wait_live(admin, 0, os.path.join(cfg_dir, "envoy-rev0.json"))
+    common.wait_live(admin, 0)
     time.sleep(1)
     res = measure(sup.pid, a.seconds)
     res["code"] = procs.stop_popen(sup, signal.SIGTERM)
