@@ -180,7 +180,6 @@ async fn supervise<P: Proxy>(
         tracing::error!("{e}");
         return Ok(exit::CONFIG);
     }
-    let _watcher = triggers::watch_files(&supervision, events.clone())?;
     let memory = if supervision.memory_check {
         crate::memory::MemoryCheck::detect()
     } else {
@@ -188,6 +187,7 @@ async fn supervise<P: Proxy>(
         None
     };
     let mut shell = Shell::new(proxy, reaper, events.clone(), memory);
+    let _watcher = triggers::watch_files(&supervision, events.clone(), shell.warmer())?;
 
     let _ = events.send(Event::Start);
     loop {

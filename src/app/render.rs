@@ -46,7 +46,7 @@ pub fn render(mut settings: RenderSettings) -> anyhow::Result<i32> {
 
 fn produce(settings: &RenderSettings) -> Result<(), String> {
     let files = EpochFiles::new(&settings.driver, 0);
-    let path = files.write(0).map_err(|e| e.message)?;
+    let (path, _) = files.write(0).map_err(|e| e.message)?;
     if settings.validate {
         validate_file(settings, &path)?;
     }
@@ -63,7 +63,7 @@ fn produce_sds(settings: &RenderSettings, shown: Settings) -> Result<(), String>
         let mut shown = shown;
         shown.config_dir = dir;
         let files = EpochFiles::new(&shown, 0);
-        let path = files.write(0).map_err(|e| e.message)?;
+        let (path, _) = files.write(0).map_err(|e| e.message)?;
         std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
     };
     if settings.validate {
@@ -77,7 +77,7 @@ fn produce_sds(settings: &RenderSettings, shown: Settings) -> Result<(), String>
         // Lives until the validator ran: dropping it removes the resources.
         let secrets = Secrets::new(checked.certs.clone(), checked.sds.clone());
         secrets.prepare().map_err(|e| e.message)?;
-        let path = EpochFiles::new(&checked, 0)
+        let (path, _) = EpochFiles::new(&checked, 0)
             .write(0)
             .map_err(|e| e.message)?;
         validate_file(settings, &path)?;

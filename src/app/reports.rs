@@ -12,6 +12,11 @@ pub(super) fn log(report: &Report) {
         Report::Coalesced { trigger } => {
             tracing::info!(%trigger, "restart already in progress; folded into one follow-up")
         }
+        Report::Covered { trigger, epoch } => tracing::info!(
+            %trigger,
+            epoch,
+            "inputs unchanged since the restart in flight read them: it covers the triggers that came meanwhile, no follow-up"
+        ),
         Report::Ignored { trigger, why } => {
             tracing::info!(%trigger, "restart request ignored: {why}")
         }

@@ -93,6 +93,15 @@ impl<P: Proxy> Shell<P> {
         }
     }
 
+    /// Starts the driver's warm-up (in the background) each time it is called.
+    pub fn warmer(&self) -> impl Fn() + Send + 'static {
+        let proxy = self.proxy.clone();
+        move || {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.warm().await });
+        }
+    }
+
     fn send(&self, event: Event) {
         // The loop only stops receiving once it exits; late events are moot then.
         let _ = self.events.send(event);
@@ -106,6 +115,11 @@ impl<P: Proxy> Shell<P> {
                 serving_pid,
                 trusted,
             } => self.preflight(epoch, serving_pid, trusted),
+            Action::CheckInputs { epoch } => {
+                let digest = self.proxy.inputs_digest();
+                self.send(Event::InputsChecked { epoch, digest });
+            }
+            Action::Warm => self.warmer()(),
             Action::Spawn(launch) => self.spawn(launch),
             Action::WatchReady { epoch, pid } => self.watch_ready(epoch, pid),
             Action::Drain { epoch, pid } => self.proxy.drain(epoch, pid),

@@ -35,18 +35,28 @@ pub async fn wait_for_files(s: &Supervision) -> Result<(), watch::WaitError> {
 }
 
 /// Start the watcher; `None` when nothing is watched. Dropping the handle stops it.
+/// `warm` runs when a burst of file events has settled, before the debounce decides:
+/// the driver prepares the next preflight during the quiet period.
 pub fn watch_files(
     s: &Supervision,
     events: UnboundedSender<Event>,
+    warm: impl Fn() + Send + 'static,
 ) -> anyhow::Result<Option<WatchHandle>> {
     if s.watched.is_empty() {
         return Ok(None);
     }
     let (tx, mut changes) = mpsc::unbounded_channel();
+    let (hints_tx, mut hints) = mpsc::unbounded_channel();
     let mut config = WatchConfig::new(s.watched.clone());
     config.quiet = s.debounce;
     config.cap = s.debounce_cap;
+    config.settling = Some(hints_tx);
     let handle = watch::spawn(config, tx)?;
+    tokio::spawn(async move {
+        while hints.recv().await.is_some() {
+            warm();
+        }
+    });
     tracing::info!(paths = ?s.watched, "watching files");
     let jitter = s.restart_jitter;
     let cert_files = s.cert_files.clone();

@@ -278,7 +278,7 @@ fn embedded_templates_pass_envoy_validate_with_and_without_certs() {
         for secret in &values.sds {
             // Envoy's validator wants the resource to exist; the driver writes it
             // (with the pair inline) before it validates.
-            write_private(&secret.path, b"{}", Durability::AtomicOnly).expect("write resource");
+            write_private(&secret.path, b"{}").expect("write resource");
         }
         let rendered = render(&TemplateSource::parse(template), &values).expect("renders");
         let path = epoch_config_path(dir.path(), n, "json");

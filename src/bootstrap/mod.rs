@@ -35,6 +35,4 @@ pub use plan::BootstrapPlan;
 pub use render::{render, Rendered};
 pub use template::TemplateSource;
 pub use values::{metadata_from_env, parse_var, CertPair, SdsSecret, Values};
-pub use write::{
-    epoch_config_path, remove_epoch_config, write_epoch_config, write_private, Durability,
-};
+pub use write::{epoch_config_path, remove_epoch_config, write_epoch_config, write_private};

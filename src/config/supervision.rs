@@ -116,6 +116,9 @@ fn policy(s: &SupervisionArgs, handover: Handover) -> Policy {
     Policy {
         driver: handover.driver,
         gather: ms(defaults::GATHER),
+        // baton renders Envoy's bootstrap itself, so a companion trigger can be checked
+        // against it instead of waited for.
+        checks_inputs: handover.driver == DriverKind::Envoy,
         crash_budget: s.crash_budget,
         backoff: Backoff {
             base: ms(s.crash_backoff),

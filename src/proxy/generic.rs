@@ -154,6 +154,13 @@ impl Proxy for GenericProxy {
         })
     }
 
+    fn inputs_digest(&self) -> Option<String> {
+        // The proxy reads its own configuration; baton cannot tell if it changed.
+        None
+    }
+
+    async fn warm(&self) {}
+
     fn command(&self, launch: &Launch) -> Result<Command, String> {
         let epoch = launch.epoch;
         let mut cmd =

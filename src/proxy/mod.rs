@@ -10,7 +10,6 @@ pub mod generic;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 
 use crate::bootstrap::CertPair;
@@ -86,13 +85,6 @@ fn unix_seconds(t: std::time::SystemTime) -> i64 {
     }
 }
 
-/// sha256 of a file, hex; `None` if it cannot be read.
-pub fn file_digest(path: &Path) -> Option<String> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).ok()?;
-    Some(hex::encode(sha2::Sha256::digest(&bytes)))
-}
-
 /// One kind of proxy, as the shell drives it.
 pub trait Proxy: Send + Sync + 'static {
     /// Which handover protocol the state machine must follow.
@@ -106,6 +98,16 @@ pub trait Proxy: Send + Sync + 'static {
         epoch: u32,
         trusted: &[String],
     ) -> impl Future<Output = Result<Prepared, PreflightError>> + Send;
+
+    /// The digest of the configuration a restart would run with now (the same as
+    /// [`Prepared::config_digest`] for the same inputs), without writing or starting
+    /// anything; `None` if the driver cannot tell (the proxy reads its own files).
+    fn inputs_digest(&self) -> Option<String>;
+
+    /// The inputs may have changed and a preflight will follow: prepare what can be
+    /// prepared now (Envoy: validate the bootstrap as it renders now), so that the
+    /// preflight finds it done. Never fails; the preflight reports problems.
+    fn warm(&self) -> impl Future<Output = ()> + Send;
 
     /// The command line of one epoch; `Err` if it cannot be built (the epoch fails to
     /// spawn).

@@ -109,7 +109,7 @@ pub async fn scrape(
             &mut body,
         );
     }
-    // What a scrape costs baton beside waiting for Envoy (`scripts/bench-scrape`).
+    // What a scrape costs baton beside waiting for Envoy (`scripts/bench scrape`).
     tracing::debug!(
         envoy_fetch_us = fetched.as_micros() as u64,
         own_us = (began.elapsed() - fetched).as_micros() as u64,

@@ -32,6 +32,9 @@ pub enum Report {
     Joined { trigger: Trigger, epoch: u32 },
     /// A trigger was folded into the restart already in flight.
     Coalesced { trigger: Trigger },
+    /// The triggers folded into the follow-up were companions of `epoch`, and the
+    /// inputs are still what it read: it covers them, no follow-up runs.
+    Covered { trigger: Trigger, epoch: u32 },
     /// A restart waits until `draining` has had its drain period.
     Deferred { trigger: Trigger, draining: u32 },
     /// A restart request that will not be acted on.
@@ -144,6 +147,14 @@ pub enum Action {
         serving_pid: Option<u32>,
         trusted: Vec<String>,
     },
+    /// A follow-up will read the inputs later: the driver may prepare now what its
+    /// preflight will need (Envoy: validate the bootstrap as it renders now), so the
+    /// wait for the restart in flight or a drain overlaps that work. No answer.
+    Warm,
+    /// Read the inputs as they are now and answer `InputsChecked` with the digest of
+    /// the configuration a restart would run with (`None`: the driver cannot tell).
+    /// Nothing is written or started.
+    CheckInputs { epoch: u32 },
     /// Start the process; answer `Spawned` or `SpawnFailed`, and later `Exited`.
     Spawn(Launch),
     /// Watch readiness of the started epoch, bounded by `--ready-timeout`; answer

@@ -51,7 +51,7 @@ impl Counts {
             } if *epoch > 0 => {
                 self.last_restart_ms = Some(*restart_ms);
                 self.restart_durations.observe(*restart_ms);
-                if matches!(trigger, Some(Trigger::FileChange | Trigger::CertChange)) {
+                if trigger.is_some_and(Trigger::is_file) {
                     self.rotations += 1;
                 }
             }

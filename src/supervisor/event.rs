@@ -23,6 +23,12 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// A watched file changed (debounced already). It may be one the proxy reads by
+    /// path, so no digest of baton's tells whether it changed again.
+    pub fn is_file(self) -> bool {
+        matches!(self, Trigger::FileChange | Trigger::CertChange)
+    }
+
     /// Stable lowercase name for logs and the status endpoint.
     pub fn label(self) -> &'static str {
         match self {
@@ -178,6 +184,9 @@ pub enum Event {
         /// The `--cert` pairs it will serve, as checked.
         certs: Vec<CertInfo>,
     },
+    /// The answer to `CheckInputs { epoch }`: the digest of the configuration a
+    /// restart would run with now (`None`: the driver cannot tell).
+    InputsChecked { epoch: u32, digest: Option<String> },
     /// The preflight of `epoch` failed; nothing was started.
     PreflightFailed {
         epoch: u32,

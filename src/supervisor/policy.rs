@@ -30,9 +30,18 @@ impl DriverKind {
 pub struct Policy {
     /// Which handover protocol applies.
     pub driver: DriverKind,
-    /// How long a triggered restart waits for companion triggers (a SIGHUP and a
-    /// `POST /restart` from one deploy step) before reading its inputs.
+    /// The companion window: a trigger this soon after a triggered restart began is
+    /// part of it (a SIGHUP and a `POST /restart` from one deploy step are one
+    /// restart), as long as that restart's inputs are still what it reads.
     pub gather: Millis,
+    /// The driver can tell whether the inputs changed (Envoy: the digest of the
+    /// bootstrap it would render now). A triggered restart then reads its inputs at
+    /// once, and a companion that comes after the read joins only if they did not
+    /// change (`CheckInputs`). Without it (generic driver: the proxy reads files baton
+    /// does not know), a triggered restart waits out the window before reading its
+    /// inputs. Files a bootstrap names by path (certificates) are not in its digest:
+    /// those baton watches raise file triggers of their own, which are never covered.
+    pub checks_inputs: bool,
     /// Consecutive crashes (or failed recoveries) tolerated; one more and baton exits.
     pub crash_budget: u32,
     /// Delay between recovery attempts.

@@ -50,6 +50,11 @@ enum Move {
     Timer {
         pick: usize,
     },
+    /// Answer an input check: the inputs unchanged, changed, or unknown.
+    Check {
+        pick: usize,
+        answer: u8,
+    },
     ConnectionsGone,
     Repair {
         ok: bool,
@@ -72,9 +77,16 @@ enum Move {
     Wait(u64),
 }
 
-fn a_move() -> impl Strategy<Value = Move> {
+/// A move of a history. `long_waits`: time may jump past every drain period;
+/// without, histories stay within companion windows and triggers come often.
+fn a_move(long_waits: bool) -> impl Strategy<Value = Move> {
+    let (trigger, wait) = if long_waits {
+        (3, 0u64..80_000)
+    } else {
+        (8, 0u64..30)
+    };
     prop_oneof![
-        3 => (0u8..4).prop_map(Move::Trigger),
+        trigger => (0u8..4).prop_map(Move::Trigger),
         4 => (any::<usize>(), prop::bool::weighted(0.8), 0u8..5)
             .prop_map(|(pick, pass, reason)| Move::Preflight { pick, pass, reason }),
         4 => (any::<usize>(), prop::bool::weighted(0.9))
@@ -84,6 +96,7 @@ fn a_move() -> impl Strategy<Value = Move> {
         3 => (any::<usize>(), 0i32..3, any::<bool>())
             .prop_map(|(pick, code, signal)| Move::Exit { pick, code, signal }),
         4 => any::<usize>().prop_map(|pick| Move::Timer { pick }),
+        2 => (any::<usize>(), 0u8..3).prop_map(|(pick, answer)| Move::Check { pick, answer }),
         1 => any::<bool>().prop_map(|ok| Move::Repair { ok }),
         1 => Just(Move::ConnectionsGone),
         1 => Just(Move::Drain),
@@ -93,34 +106,43 @@ fn a_move() -> impl Strategy<Value = Move> {
         2 => Just(Move::RotationRequest),
         2 => (any::<usize>(), prop::bool::weighted(0.7), any::<bool>(), 0u8..5)
             .prop_map(|(pick, ok, changed, reason)| Move::RotationOutcome { pick, ok, changed, reason }),
-        3 => (0u64..80_000).prop_map(Move::Wait),
+        3 => wait.prop_map(Move::Wait),
     ]
 }
 
 fn a_policy() -> impl Strategy<Value = Policy> {
-    (any::<bool>(), 0u64..50, 0u32..4, 0usize..4, any::<bool>()).prop_map(
-        |(envoy, gather, crash_budget, max_draining, exit_on_zero)| Policy {
-            driver: if envoy {
-                DriverKind::Envoy
-            } else {
-                DriverKind::Generic
-            },
-            gather,
-            crash_budget,
-            backoff: Backoff {
-                base: 1_000,
-                cap: 8_000,
-            },
-            stable_after: 60_000,
-            drain_deadline: 70_000,
-            drain_period: 45_000,
-            max_draining,
-            termination_drain: 5_000,
-            exit_on_zero_after: exit_on_zero.then_some(2_000),
-            kill_grace: 5_000,
-            drain_signal: 10,
-        },
+    (
+        any::<bool>(),
+        0u64..50,
+        any::<bool>(),
+        0u32..4,
+        0usize..4,
+        any::<bool>(),
     )
+        .prop_map(
+            |(envoy, gather, checks_inputs, crash_budget, max_draining, exit_on_zero)| Policy {
+                driver: if envoy {
+                    DriverKind::Envoy
+                } else {
+                    DriverKind::Generic
+                },
+                gather,
+                checks_inputs,
+                crash_budget,
+                backoff: Backoff {
+                    base: 1_000,
+                    cap: 8_000,
+                },
+                stable_after: 60_000,
+                drain_deadline: 70_000,
+                drain_period: 45_000,
+                max_draining,
+                termination_drain: 5_000,
+                exit_on_zero_after: exit_on_zero.then_some(2_000),
+                kill_grace: 5_000,
+                drain_signal: 10,
+            },
+        )
 }
 
 #[derive(Debug)]
@@ -136,6 +158,9 @@ struct World {
     s: State,
     now: Millis,
     preflights: Vec<u32>,
+    checks: Vec<u32>,
+    /// A file trigger was folded into the pending follow-up.
+    folded_file: bool,
     spawns: Vec<Launch>,
     procs: Vec<Proc>,
     timers: Vec<(Millis, Event)>,
@@ -156,6 +181,8 @@ impl World {
             s: State::new(policy),
             now: 0,
             preflights: Vec::new(),
+            checks: Vec::new(),
+            folded_file: false,
             spawns: Vec::new(),
             procs: Vec::new(),
             timers: Vec::new(),
@@ -172,6 +199,35 @@ impl World {
         let before = self.s.clone();
         let actions = step(&mut self.s, self.now, event.clone());
         check_step(&before, &self.s, &event, &actions)?;
+        // A follow-up is covered only by a check that found the epoch's own
+        // digest, and never when a file trigger (a known change) was folded into it.
+        for a in &actions {
+            if let Action::Report(Report::Covered { epoch, .. }) = a {
+                prop_assert!(!self.folded_file, "a file trigger was covered: {event:?}");
+                let theirs = before
+                    .epochs()
+                    .iter()
+                    .find(|e| e.number == *epoch)
+                    .and_then(|e| e.config_digest.clone());
+                let Event::InputsChecked {
+                    epoch: checked,
+                    digest,
+                } = &event
+                else {
+                    return Err(TestCaseError::fail(format!("covered by {event:?}")));
+                };
+                prop_assert_eq!(checked, epoch);
+                prop_assert!(
+                    digest.is_some() && *digest == theirs,
+                    "{event:?} vs {theirs:?}"
+                );
+            }
+        }
+        if self.s.pending.is_none() {
+            self.folded_file = false;
+        } else if event == Event::RestartRequested(Trigger::FileChange) {
+            self.folded_file = true;
+        }
         for action in actions {
             self.carry_out(action)?;
         }
@@ -224,7 +280,9 @@ impl World {
             Action::AbandonRotation { rotation } => {
                 self.rotations.retain(|(r, _)| *r != rotation);
             }
+            Action::CheckInputs { epoch } => self.checks.push(epoch),
             Action::Drain { .. }
+            | Action::Warm
             | Action::DrainListeners { .. }
             | Action::Forward { .. }
             | Action::ReleaseChain { .. }
@@ -326,6 +384,17 @@ impl World {
                 let (_, event) = self.timers.remove(i);
                 self.feed(event)
             }
+            Move::Check { pick, answer } => {
+                let Some(epoch) = take(&mut self.checks, pick) else {
+                    return Ok(());
+                };
+                let digest = match answer {
+                    0 => self.digest_of(epoch),
+                    1 => Some("changed".into()),
+                    _ => None,
+                };
+                self.feed(Event::InputsChecked { epoch, digest })
+            }
             Move::Repair { ok } => {
                 let Some(chain) = take(&mut self.repairs, 0) else {
                     return Ok(());
@@ -375,6 +444,15 @@ impl World {
         }
     }
 
+    /// The digest the core knows for `epoch`: the inputs unchanged.
+    fn digest_of(&self, epoch: u32) -> Option<String> {
+        self.s
+            .epochs()
+            .iter()
+            .find(|e| e.number == epoch)
+            .and_then(|e| e.config_digest.clone())
+    }
+
     fn exit_proc(&mut self, pick: usize, status: ProcessExit) -> Result<(), TestCaseError> {
         let Some(p) = take(&mut self.procs, pick) else {
             return Ok(());
@@ -400,6 +478,9 @@ impl World {
                     config_digest: None,
                     certs: Vec::new(),
                 })?;
+            } else if let Some(epoch) = take(&mut self.checks, 0) {
+                let digest = self.digest_of(epoch);
+                self.feed(Event::InputsChecked { epoch, digest })?;
             } else if !self.spawns.is_empty() {
                 self.play(Move::Spawn { pick: 0, ok: true })?;
             } else if let Some(chain) = take(&mut self.repairs, 0) {
@@ -715,7 +796,15 @@ proptest! {
     #[test]
     fn invariants_hold_through_generated_histories(
         policy in a_policy(),
-        moves in prop::collection::vec(a_move(), 0..80),
+        moves in prop::collection::vec(a_move(true), 0..80),
+    ) {
+        run_history(policy, moves)?;
+    }
+
+    #[test]
+    fn invariants_hold_through_bursts_of_companion_triggers(
+        policy in a_policy(),
+        moves in prop::collection::vec(a_move(false), 0..80),
     ) {
         run_history(policy, moves)?;
     }

@@ -1,15 +1,16 @@
-//! A restart from trigger to running process: coalescing, the gather window, the
+//! A restart from trigger to running process: coalescing, the companion window, the
 //! preflight and the spawn. (A new epoch that fails is `recovery`'s.)
 //!
 //! **Invariant:** at most one restart is in flight; a trigger that arrives meanwhile
-//! joins it (its inputs are not read yet) or becomes the one follow-up.
+//! joins it (its inputs are not read yet), is covered by it (a companion within its
+//! window, and the inputs it read are unchanged), or becomes the one follow-up.
 
 use super::action::{Action, Launch, Report, StopSignal};
 use super::chain;
 use super::epoch::{Epoch, Phase};
 use super::event::{CertInfo, Event, Millis, Trigger};
 use super::rotation;
-use super::state::{BackoffTimer, Pending, Stage, State};
+use super::state::{BackoffTimer, Pending, Stage, State, Window};
 
 pub(super) fn on_start(state: &mut State, now: Millis, out: &mut Vec<Action>) {
     if state.stage == Stage::Idle {
@@ -45,7 +46,7 @@ pub(super) fn on_trigger(state: &mut State, trigger: Trigger, now: Millis, out: 
     }
     if state.in_flight() || state.backoff != BackoffTimer::Unarmed {
         // One restart at a time; everything that arrives meanwhile is one follow-up.
-        state.defer(trigger, now);
+        fold(state, trigger, now, out);
         out.push(Action::Report(Report::Coalesced { trigger }));
         return;
     }
@@ -57,31 +58,88 @@ pub(super) fn on_trigger(state: &mut State, trigger: Trigger, now: Millis, out: 
         return;
     }
     if let Some(draining) = state.drain_in_progress() {
-        state.defer(trigger, now);
+        fold(state, trigger, now, out);
         out.push(Action::Report(Report::Deferred { trigger, draining }));
         return;
     }
-    begin(
-        state,
-        Some(Pending {
-            trigger,
-            since: now,
-        }),
-        now,
-        out,
-    );
+    begin(state, Some(Pending::new(trigger, now)), now, out);
+}
+
+/// Fold a trigger into the follow-up. A signal or API trigger within the window of
+/// the restart in flight, whose inputs were read already, is its companion: the
+/// driver is asked whether the inputs are still what that restart read (once its
+/// digest is known), and if so no follow-up runs. A file trigger never is: the file
+/// that changed may be one the proxy reads by path, which no digest of baton's covers.
+fn fold(state: &mut State, trigger: Trigger, now: Millis, out: &mut Vec<Action>) {
+    let companion = state
+        .window
+        .filter(|w| now <= w.until && state.policy.checks_inputs && !trigger.is_file())
+        .and_then(|w| state.find(w.epoch))
+        .map(|i| &state.epochs[i])
+        .filter(|e| matches!(e.phase, Phase::Preparing | Phase::Starting | Phase::Serving))
+        .map(|e| (e.number, e.config_digest.is_some()));
+    let fresh = state.pending.is_none();
+    let before = state.pending.and_then(|p| p.covered_by);
+    out.push(Action::Warm);
+    let pending = state.defer(trigger, now);
+    let Some((epoch, digest_known)) = companion else {
+        return;
+    };
+    if !fresh && before != Some(epoch) {
+        return;
+    }
+    pending.covered_by = Some(epoch);
+    if digest_known {
+        pending.checks += 1;
+        out.push(Action::CheckInputs { epoch });
+    } else {
+        pending.check_due = true;
+    }
+}
+
+/// The driver answered a `CheckInputs` for `epoch`: `digest` is what a restart would
+/// run with now. The follow-up is covered when every check found the epoch's own.
+pub(super) fn on_inputs_checked(
+    state: &mut State,
+    epoch: u32,
+    digest: Option<String>,
+    now: Millis,
+    out: &mut Vec<Action>,
+) {
+    let covering = state.covering();
+    let theirs = state
+        .find(epoch)
+        .and_then(|i| state.epochs[i].config_digest.clone());
+    let Some(pending) = state.pending.as_mut() else {
+        return;
+    };
+    if pending.covered_by != Some(epoch) {
+        return;
+    }
+    pending.checks = pending.checks.saturating_sub(1);
+    if covering != Some(epoch) || digest.is_none() || digest != theirs {
+        pending.covered_by = None;
+    } else if pending.checks == 0 && !pending.check_due {
+        let trigger = pending.trigger;
+        state.pending = None;
+        out.push(Action::Report(Report::Covered { trigger, epoch }));
+    }
+    resume(state, now, out);
 }
 
 /// Start the next change if one is due and nothing stands in its way: a recovery
 /// when nothing serves, else a follow-up rotation in place (it waits for no drain),
 /// else the follow-up restart a trigger asked for (once the previous epoch's drain
-/// period allows it).
+/// period allows it, and no input check may still cancel it).
 pub(super) fn resume(state: &mut State, now: Millis, out: &mut Vec<Action>) {
     if state.stage != Stage::Running
         || state.in_flight()
         || state.rotating()
         || state.backoff != BackoffTimer::Unarmed
     {
+        return;
+    }
+    if state.covering().is_some() {
         return;
     }
     let recovering = state.serving().is_none();
@@ -95,9 +153,11 @@ pub(super) fn resume(state: &mut State, now: Millis, out: &mut Vec<Action>) {
     begin(state, cause, now, out);
 }
 
-/// A new epoch starts preparing. One asked for by a signal or the API first waits
-/// the gather window, so that companion triggers join it; the first epoch,
-/// recoveries and file triggers (debounced already) read their inputs at once.
+/// A new epoch starts preparing, and a triggered one opens its companion window.
+/// It reads its inputs at once, unless it was asked for by a signal or the API and
+/// the driver cannot check inputs: then it waits the window out first, so that
+/// companions join it. The first epoch, recoveries and file triggers (debounced
+/// already) always read at once.
 pub(super) fn begin(state: &mut State, cause: Option<Pending>, now: Millis, out: &mut Vec<Action>) {
     let epoch = state.next_epoch;
     let trigger = cause.map(|c| c.trigger);
@@ -106,7 +166,14 @@ pub(super) fn begin(state: &mut State, cause: Option<Pending>, now: Millis, out:
         .epochs
         .push(Epoch::preparing(epoch, state.chain, trigger, since));
     out.push(Action::Report(Report::RestartStarted { epoch, trigger }));
-    let gathers = matches!(trigger, Some(Trigger::Signal | Trigger::Api));
+    if trigger.is_some() {
+        state.window = Some(Window {
+            epoch,
+            until: now + state.policy.gather,
+        });
+    }
+    let gathers =
+        matches!(trigger, Some(Trigger::Signal | Trigger::Api)) && !state.policy.checks_inputs;
     if gathers && state.policy.gather > 0 {
         out.push(Action::Schedule {
             after: state.policy.gather,
@@ -171,6 +238,14 @@ pub(super) fn on_preflight_passed(
         chain,
         restart_epoch,
     }));
+    // Companions that came while the preflight ran: their check can run now.
+    if let Some(p) = state.pending.as_mut() {
+        if p.covered_by == Some(epoch) && p.check_due {
+            p.check_due = false;
+            p.checks += 1;
+            out.push(Action::CheckInputs { epoch });
+        }
+    }
 }
 
 pub(super) fn on_spawned(

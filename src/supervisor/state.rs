@@ -60,6 +60,36 @@ pub(super) struct Pending {
     /// When the first of the folded triggers arrived (a restart's duration counts
     /// from there).
     pub since: Millis,
+    /// Every trigger folded here is a companion of this epoch (it came within its
+    /// window, after its inputs were read): if the inputs are still what the epoch
+    /// read, it covers them and no follow-up runs. Decided by `InputsChecked`.
+    pub covered_by: Option<u32>,
+    /// Input checks asked for and not answered yet.
+    pub checks: u32,
+    /// A check is owed once the covering epoch's digest is known (its preflight has
+    /// not passed yet).
+    pub check_due: bool,
+}
+
+impl Pending {
+    /// A trigger that asks for a restart of its own.
+    pub fn new(trigger: Trigger, since: Millis) -> Self {
+        Pending {
+            trigger,
+            since,
+            covered_by: None,
+            checks: 0,
+            check_due: false,
+        }
+    }
+}
+
+/// The companion window of a triggered restart: triggers until `until` belong to
+/// `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Window {
+    pub epoch: u32,
+    pub until: Millis,
 }
 
 /// An in-place certificate rotation under way (`--cert-rotation sds`).
@@ -87,6 +117,8 @@ pub struct State {
     pub(super) chain: u32,
     pub(super) chain_status: ChainStatus,
     pub(super) pending: Option<Pending>,
+    /// The companion window of the latest triggered restart.
+    pub(super) window: Option<Window>,
     /// Consecutive crashes and failed recoveries, against the budget.
     pub(super) crashes: u32,
     pub(super) backoff: BackoffTimer,
@@ -124,6 +156,7 @@ impl State {
             chain: 0,
             chain_status: ChainStatus::NeedsNew,
             pending: None,
+            window: None,
             crashes: 0,
             backoff: BackoffTimer::Unarmed,
             generations: 0,
@@ -244,10 +277,21 @@ impl State {
             .map(|e| e.number)
     }
 
-    /// Fold a trigger into the one follow-up restart.
-    pub(super) fn defer(&mut self, trigger: Trigger, now: Millis) {
+    /// Fold a trigger into the one follow-up restart. A trigger that is not a
+    /// companion of the restart in flight makes the follow-up necessary.
+    pub(super) fn defer(&mut self, trigger: Trigger, now: Millis) -> &mut Pending {
         let since = self.pending.map_or(now, |p| p.since);
-        self.pending = Some(Pending { trigger, since });
+        let pending = self.pending.get_or_insert(Pending::new(trigger, since));
+        pending.trigger = trigger;
+        pending.covered_by = None;
+        pending
+    }
+
+    /// The epoch that may still cover the pending follow-up: alive, and not failed.
+    pub(super) fn covering(&self) -> Option<u32> {
+        let n = self.pending?.covered_by?;
+        let e = &self.epochs[self.find(n)?];
+        matches!(e.phase, Phase::Preparing | Phase::Starting | Phase::Serving).then_some(n)
     }
 
     /// Remember that a configuration reached serving.

@@ -21,6 +21,9 @@ pub fn step(state: &mut State, now: Millis, event: Event) -> Vec<Action> {
             config_digest,
             certs,
         } => restart::on_preflight_passed(state, epoch, config_digest, certs, out_),
+        Event::InputsChecked { epoch, digest } => {
+            restart::on_inputs_checked(state, epoch, digest, now, out_)
+        }
         Event::PreflightFailed {
             epoch,
             reason,

@@ -17,11 +17,15 @@
 //!   when some digest differs from the last one seen. `touch`, a read, or rewriting
 //!   identical bytes is no change; a file that vanishes is no change until it returns
 //!   with different content.
+//! - **A hint before the decision** ([`WatchConfig::settling`]): once a burst has been
+//!   still for [`HINT_AFTER`] (well before `quiet`), a hint says "content may have
+//!   changed", so a consumer can start slow preparations (Envoy's validation of the
+//!   bootstrap) while the quiet period runs. Not a decision: nothing is hashed for it.
 //!
 //! **Invariant:** the watches are in place before the baseline digests are taken, so
 //! any change to content made after [`spawn`] returns is reported.
 //! **Invariant:** one burst yields at most one [`Change`]; a burst whose content ends
-//! up as it started yields none.
+//! up as it started yields none. At most one hint per burst.
 //! **Invariant:** a watch cannot die silently ([`arm`]): a watched directory that is
 //! removed is watched through its nearest existing ancestor until it is created
 //! again, then watched itself again (every burst re-arms the watches by path, which
@@ -56,6 +60,9 @@ pub const DEFAULT_QUIET: Duration = Duration::from_millis(100);
 pub const DEFAULT_CAP: Duration = Duration::from_secs(2);
 /// While a directory cannot be watched, try again this often.
 pub const RETRY_FAILED: Duration = Duration::from_secs(5);
+/// A burst still this long gets its hint (when that is shorter than the quiet period):
+/// a Kubernetes `..data` swap or an editor's save is over within a millisecond or two.
+pub const HINT_AFTER: Duration = Duration::from_millis(5);
 
 /// What to watch and how to debounce it.
 #[derive(Debug, Clone)]
@@ -68,6 +75,9 @@ pub struct WatchConfig {
     /// Act at the latest this long after the first event of a burst, even if events
     /// keep coming. A cap shorter than `quiet` simply wins.
     pub cap: Duration,
+    /// Where hints go: a burst has been still for [`HINT_AFTER`], content may have
+    /// changed (not checked). `None`: no hints.
+    pub settling: Option<mpsc::UnboundedSender<()>>,
 }
 
 impl WatchConfig {
@@ -77,6 +87,7 @@ impl WatchConfig {
             paths,
             quiet: DEFAULT_QUIET,
             cap: DEFAULT_CAP,
+            settling: None,
         }
     }
 }
@@ -200,6 +211,11 @@ pub fn spawn(
             baseline,
             debounce: Debounce::new(config.quiet, config.cap),
             tx,
+            hint: Hint {
+                to: config.settling.filter(|_| HINT_AFTER < config.quiet),
+                due: None,
+                given: false,
+            },
         },
         events,
     ));
@@ -246,6 +262,39 @@ struct Loop {
     baseline: Vec<Digest>,
     debounce: Debounce,
     tx: mpsc::UnboundedSender<Notice>,
+    hint: Hint,
+}
+
+/// The burst's one hint: due [`HINT_AFTER`] after its latest event.
+struct Hint {
+    to: Option<mpsc::UnboundedSender<()>>,
+    due: Option<Instant>,
+    given: bool,
+}
+
+impl Hint {
+    fn event(&mut self, at: Instant) {
+        if self.to.is_some() && !self.given {
+            let due = at + HINT_AFTER;
+            self.due = Some(self.due.map_or(due, |d| d.max(due)));
+        }
+    }
+
+    fn fire(&mut self, now: Instant) {
+        if self.due.is_some_and(|due| due <= now) {
+            self.due = None;
+            self.given = true;
+            if let Some(to) = &self.to {
+                let _ = to.send(());
+            }
+        }
+    }
+
+    /// The burst is over: the next one gets its own hint.
+    fn reset(&mut self) {
+        self.due = None;
+        self.given = false;
+    }
 }
 
 /// Drained per wake-up at most, so that an event storm cannot keep the loop from
@@ -261,10 +310,10 @@ enum Wake {
 async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
     let mut retry_at = None;
     loop {
-        let due = match (state.debounce.deadline(), retry_at) {
-            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-            (a, b) => a.or(b),
-        };
+        let due = [state.debounce.deadline(), retry_at, state.hint.due]
+            .into_iter()
+            .flatten()
+            .min();
         let wake = match due {
             None => events.recv().await.map_or(Wake::Closed, Wake::Event),
             Some(due) => tokio::select! {
@@ -273,7 +322,7 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
             },
         };
         match wake {
-            Wake::Event(at) => state.debounce.event(at),
+            Wake::Event(at) => state.event(at),
             Wake::Deadline => {}
             Wake::Closed => return,
         }
@@ -281,17 +330,19 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
         // would act in the middle of a burst whenever this task ran late.
         for _ in 0..MAX_DRAIN {
             match events.try_recv() {
-                Ok(at) => state.debounce.event(at),
+                Ok(at) => state.event(at),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
         let now = Instant::now();
+        state.hint.fire(now);
         let first = state
             .debounce
             .fire(now)
             .or_else(|| retry_at.filter(|at| *at <= now).map(|_| now));
         if let Some(first) = first {
+            state.hint.reset();
             if !state.settle(first).await {
                 return;
             }
@@ -304,6 +355,11 @@ async fn run(mut state: Loop, mut events: mpsc::UnboundedReceiver<Instant>) {
 }
 
 impl Loop {
+    fn event(&mut self, at: Instant) {
+        self.debounce.event(at);
+        self.hint.event(at);
+    }
+
     /// Re-hash after a burst that started at `first`; send a [`Change`] if content
     /// changed. Returns false when the receiver is gone and the loop should end.
     async fn settle(&mut self, first: Instant) -> bool {

@@ -33,6 +33,7 @@ impl Harness {
             paths: paths.to_vec(),
             quiet,
             cap,
+            settling: None,
         };
         let handle = spawn(config, tx).expect("watcher starts");
         Self {
@@ -101,6 +102,37 @@ async fn kubernetes_symlink_swap_is_one_change() {
     // The watch survives the swap: a second rotation is seen too.
     k8s_swap(tmp.path(), "..2026_02", "..2026_03", "newer");
     h.expect_exactly_one().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_gets_one_hint_before_its_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cert = k8s_volume(tmp.path(), "..2026_01", "old");
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let (hint_tx, mut hints) = mpsc::unbounded_channel();
+    let mut config = WatchConfig::new(vec![cert.clone()]);
+    config.settling = Some(hint_tx);
+    let _handle = spawn(config, tx).expect("watcher starts");
+
+    for (old, new) in [("..2026_01", "..2026_02"), ("..2026_02", "..2026_03")] {
+        let swapped = std::time::Instant::now();
+        k8s_swap(tmp.path(), old, new, new);
+        timeout(DEADLINE, hints.recv())
+            .await
+            .expect("a hint within the deadline")
+            .expect("watcher running");
+        assert!(
+            changes.try_recv().is_err(),
+            "the hint comes before the decision"
+        );
+        let notice = timeout(DEADLINE, changes.recv()).await.unwrap().unwrap();
+        let Notice::Changed(change) = notice else {
+            panic!("expected a change, got {notice:?}");
+        };
+        assert_eq!(change.changed, vec![cert.clone()]);
+        assert!(swapped.elapsed() >= DEFAULT_QUIET);
+        assert!(hints.try_recv().is_err(), "one hint per burst");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -191,8 +191,8 @@ fn a_new_epoch_that_dies_after_attaching_does_not_stop_later_hot_restarts() {
     let load = Load::start(port, 4, 200_000, Duration::from_secs(90));
     eventually("load to flow", START, || (load.ok() > 50).then_some(()));
 
-    // The template is watched: writing it is the trigger (a SIGHUP as well would be
-    // a second trigger, and its follow-up would race the test's next write).
+    // The template is watched: each write is the trigger (a SIGHUP beside it would
+    // become a follow-up, since the file trigger comes after the restart read it).
     std::fs::write(&template, with_blocked_listener(blocked)).unwrap();
     baton.wait_refused(&[("epoch", json!(1))], START);
     baton.wait_for(CHAIN_REPAIRED, &[("chain", json!(0))], START);

@@ -104,12 +104,17 @@ impl Admin {
         serde_json::from_slice(&body).map_err(|e| self.unexpected("/server_info", e.to_string()))
     }
 
-    /// The value of one counter or gauge, from `GET /stats?filter=^name$`.
-    pub async fn stat(&self, name: &str) -> Result<Option<u64>, AdminError> {
-        let path = format!("/stats?filter=^{}$", name.replace('.', "\\."));
+    /// Several counters or gauges in one `GET /stats?filter=^(a|b)$`; names that
+    /// Envoy does not report are absent.
+    pub async fn stats(&self, names: &[&str]) -> Result<Vec<(String, u64)>, AdminError> {
+        let alternatives: Vec<String> = names.iter().map(|n| n.replace('.', "\\.")).collect();
+        let path = format!("/stats?filter=^({})$", alternatives.join("|"));
         let body = self.get_ok(&path).await?;
         let text = String::from_utf8_lossy(&body);
-        Ok(parse_stat(&text, name))
+        Ok(names
+            .iter()
+            .filter_map(|n| parse_stat(&text, n).map(|v| (n.to_string(), v)))
+            .collect())
     }
 
     /// `GET /certs`: the certificates every TLS context of Envoy serves now.

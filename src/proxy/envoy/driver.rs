@@ -10,8 +10,9 @@ use super::admin::Admin;
 use super::chains::Chains;
 use super::epoch_files::EpochFiles;
 use super::sds::Secrets;
+use super::validations::Validations;
 use super::{args, readiness, rotation, validate, Settings};
-use crate::proxy::{check_certs, file_digest, PreflightError, Prepared, Proxy, Rotated};
+use crate::proxy::{check_certs, PreflightError, Prepared, Proxy, Rotated};
 use crate::supervisor::{DriverKind, FailureReason, Launch};
 use crate::sys::envoy_shm::KNOWN_HOT_RESTART_VERSION;
 use crate::sys::Reaper;
@@ -32,6 +33,10 @@ pub struct EnvoyProxy {
     hot_restart_version: Option<String>,
     /// `--cert-rotation sds`: the SDS resources the `--cert` pairs reach Envoy by.
     secrets: Option<Secrets>,
+    /// Bootstraps `envoy --mode validate` passed, and the validations running.
+    validations: Validations,
+    /// The digests of configurations that served, as the last preflight was told.
+    served: Mutex<Vec<String>>,
 }
 
 impl EnvoyProxy {
@@ -54,7 +59,22 @@ impl EnvoyProxy {
             chains: Mutex::new(chains),
             hot_restart_version,
             secrets,
+            validations: Validations::default(),
+            served: Mutex::new(Vec::new()),
         }
+    }
+
+    /// `envoy --mode validate` on `path`, unless a file of the same bytes passed or
+    /// is being validated; `Ok(true)` if it ran (or was awaited) for this call.
+    async fn ensure_valid(&self, path: &std::path::Path, digest: &str) -> Result<bool, String> {
+        let known = self.validations.known(digest);
+        let s = &self.settings;
+        self.validations
+            .ensure(digest, || {
+                validate::validate(&self.reaper, &s.binary, path, &s.options)
+            })
+            .await
+            .map(|()| !known)
     }
 
     fn chains(&self) -> MutexGuard<'_, Chains> {
@@ -79,34 +99,60 @@ impl Proxy for EnvoyProxy {
             Some(secrets) => secrets.prepare()?,
             None => check_certs(&self.settings.certs)?,
         };
-        let path = self.files.write(epoch)?;
-        let digest = file_digest(&path);
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = trusted.to_vec();
+        let (path, bootstrap) = self.files.write(epoch)?;
+        let digest = bootstrap.digest;
         // A bootstrap byte for byte the same as one that reached LIVE passed this
         // check then; running it again (60-100 ms, and a third Envoy's memory) would
         // protect nothing. Files it names are checked by the new epoch's own start,
         // whose failure leaves the serving epoch untouched.
-        if digest.as_ref().is_some_and(|d| trusted.contains(d)) {
+        if trusted.contains(&digest) {
             tracing::info!(
                 epoch,
                 "bootstrap identical to one that served: envoy --mode validate skipped"
             );
         } else {
-            let checked = validate::validate(
-                &self.reaper,
-                &self.settings.binary,
-                &path,
-                &self.settings.options,
-            )
-            .await;
-            if let Err(message) = checked {
-                self.files.remove(epoch);
-                return Err(PreflightError::new(FailureReason::Config, message));
+            match self.ensure_valid(&path, &digest).await {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(
+                    epoch,
+                    "bootstrap validated ahead (while the restart waited): envoy --mode validate not run again"
+                ),
+                Err(message) => {
+                    self.files.remove(epoch);
+                    return Err(PreflightError::new(FailureReason::Config, message));
+                }
             }
         }
         Ok(Prepared {
-            config_digest: digest,
+            config_digest: Some(digest),
             certs,
         })
+    }
+
+    fn inputs_digest(&self) -> Option<String> {
+        self.files.render().ok().map(|b| b.digest)
+    }
+
+    async fn warm(&self) {
+        let Ok(bootstrap) = self.files.render() else {
+            // The preflight reports a template that does not render.
+            return;
+        };
+        let served = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&bootstrap.digest);
+        if served || self.validations.known(&bootstrap.digest) {
+            return;
+        }
+        let Ok(path) = self.files.write_scratch(&bootstrap) else {
+            return;
+        };
+        let outcome = self.ensure_valid(&path, &bootstrap.digest).await;
+        self.files.remove_scratch(&path);
+        tracing::debug!(ok = outcome.is_ok(), "bootstrap validated ahead");
     }
 
     fn command(&self, launch: &Launch) -> Result<Command, String> {

@@ -10,6 +10,13 @@ use crate::bootstrap::{self, BootstrapPlan, SdsSecret};
 use crate::proxy::PreflightError;
 use crate::supervisor::FailureReason;
 
+/// A bootstrap as an epoch would get it, and the sha256 of its bytes (hex).
+pub struct Bootstrap {
+    rendered: bootstrap::Rendered,
+    /// The digest epochs are compared by.
+    pub digest: String,
+}
+
 /// The bootstrap files of one baton's epochs.
 #[derive(Debug, Clone)]
 pub struct EpochFiles {
@@ -41,10 +48,8 @@ impl EpochFiles {
         bootstrap::epoch_config_path(&self.dir, epoch, ext)
     }
 
-    /// Produce and write this epoch's bootstrap; does not validate it with Envoy.
-    pub fn write(&self, epoch: u32) -> Result<PathBuf, PreflightError> {
-        let failed =
-            |e: &dyn std::fmt::Display| PreflightError::new(FailureReason::Template, e.to_string());
+    /// The bootstrap an epoch would get now, with baton's sink.
+    fn produce(&self) -> Result<bootstrap::Rendered, PreflightError> {
         let mut rendered = self.plan.produce().map_err(|e| failed(&e))?;
         // A YAML static bootstrap is used as-is: it gets no sink.
         if rendered.json.is_object() {
@@ -53,9 +58,39 @@ impl EpochFiles {
             rendered = bootstrap::Rendered::from_json(json);
         }
         self.check_sds(&rendered.text)?;
+        Ok(rendered)
+    }
+
+    /// The bootstrap an epoch would get now and its digest, not written anywhere.
+    pub fn render(&self) -> Result<Bootstrap, PreflightError> {
+        let rendered = self.produce()?;
+        let digest = digest(&rendered);
+        Ok(Bootstrap { rendered, digest })
+    }
+
+    /// Produce and write this epoch's bootstrap; does not validate it with Envoy.
+    pub fn write(&self, epoch: u32) -> Result<(PathBuf, Bootstrap), PreflightError> {
+        let bootstrap = self.render()?;
         let path = self.path(epoch);
-        bootstrap::write_epoch_config(&path, &rendered).map_err(|e| failed(&e))?;
+        bootstrap::write_epoch_config(&path, &bootstrap.rendered).map_err(|e| failed(&e))?;
+        Ok((path, bootstrap))
+    }
+
+    /// Write a bootstrap to be validated ahead of any epoch, under a name of its
+    /// own (`envoy-warm-<digest>`); remove it with [`EpochFiles::remove_scratch`].
+    pub fn write_scratch(&self, bootstrap: &Bootstrap) -> Result<PathBuf, PreflightError> {
+        let ext = if self.plan.is_json() { "json" } else { "yaml" };
+        let short = &bootstrap.digest[..bootstrap.digest.len().min(16)];
+        let path = self.dir.join(format!("envoy-warm-{short}.{ext}"));
+        bootstrap::write_epoch_config(&path, &bootstrap.rendered).map_err(|e| failed(&e))?;
         Ok(path)
+    }
+
+    /// Remove a file [`EpochFiles::write_scratch`] wrote.
+    pub fn remove_scratch(&self, path: &std::path::Path) {
+        if let Err(e) = bootstrap::remove_epoch_config(path) {
+            tracing::warn!(error = %e, "could not remove bootstrap");
+        }
     }
 
     /// Under `--cert-rotation sds` a pair reaches Envoy only through its SDS resource:
@@ -90,4 +125,14 @@ impl EpochFiles {
             tracing::warn!(error = %e, "could not remove bootstrap");
         }
     }
+}
+
+fn failed(e: &dyn std::fmt::Display) -> PreflightError {
+    PreflightError::new(FailureReason::Template, e.to_string())
+}
+
+/// sha256 of the bytes written, hex: the same as the digest of the file.
+fn digest(rendered: &bootstrap::Rendered) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(rendered.text.as_bytes()))
 }

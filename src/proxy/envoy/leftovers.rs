@@ -3,7 +3,8 @@
 //! same directory before it starts, and by every baton when it exits (a preflight
 //! still writing when the shutdown came cannot leave its file behind).
 //!
-//! What counts: `envoy-rev<N>.json|yaml` (each epoch's bootstrap), the SDS resources of
+//! What counts: `envoy-rev<N>.json|yaml` (each epoch's bootstrap) and
+//! `envoy-warm-<digest>.json|yaml` (one validated ahead of its epoch), the SDS resources of
 //! `--cert-rotation sds` (`sds-cert-<N>.json`, which hold private keys), the temp files
 //! of both (`.<name>.<pid>.<n>.tmp`), `base-id.<chain>` and the hot-restart segment
 //! each one names (`/dev/shm/envoy_shared_memory_<base_id*10>`).
@@ -45,8 +46,14 @@ enum Leftover {
 fn classify(name: &str) -> Option<Leftover> {
     let epoch_file = |stem: &str| {
         let (rev, ext) = stem.rsplit_once('.')?;
-        let digits = rev.strip_prefix("envoy-rev")?;
-        (matches!(ext, "json" | "yaml") && is_number(digits)).then_some(Leftover::Bootstrap)
+        let named = match rev.strip_prefix("envoy-rev") {
+            Some(digits) => is_number(digits),
+            // A bootstrap validated ahead of its epoch (`envoy-warm-<digest>`).
+            None => rev
+                .strip_prefix("envoy-warm-")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit())),
+        };
+        (matches!(ext, "json" | "yaml") && named).then_some(Leftover::Bootstrap)
     };
     let secret = |stem: &str| {
         let digits = stem.strip_prefix("sds-cert-")?.strip_suffix(".json")?;
@@ -174,6 +181,10 @@ mod tests {
     fn only_baton_s_own_files_are_recognised() {
         assert_eq!(classify("envoy-rev12.json"), Some(Leftover::Bootstrap));
         assert_eq!(classify("envoy-rev0.yaml"), Some(Leftover::Bootstrap));
+        assert_eq!(
+            classify("envoy-warm-0123abcd4567ef89.json"),
+            Some(Leftover::Bootstrap)
+        );
         assert_eq!(classify("base-id.3"), Some(Leftover::BaseId));
         assert_eq!(
             classify(".envoy-rev4.json.4242.7.tmp"),
@@ -188,6 +199,8 @@ mod tests {
             "envoy-rev.json",
             "envoy-revX.json",
             "envoy-rev1.txt",
+            "envoy-warm-.json",
+            "envoy-warm-xyz.json",
             "my-envoy.yaml",
             "base-id.",
             "base-id.x",

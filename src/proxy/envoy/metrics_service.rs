@@ -220,7 +220,7 @@ impl ClientStreamingService<StreamMetricsMessage> for StreamMetrics {
                         let deltas = counter_deltas(&message);
                         let series = deltas.len();
                         counters.add_all(deltas);
-                        // What a flush costs baton (`scripts/bench-scrape`).
+                        // What a flush costs baton (`scripts/bench scrape`).
                         tracing::debug!(
                             families = message.envoy_metrics.len(),
                             series,

@@ -17,7 +17,8 @@
 //! `chains` · `stand_in` (answering for a dead parent) · [`sds`] (the SDS resources
 //! of `--cert-rotation sds`) · `rotation` (an in-place rotation, confirmed) · [`sink`] (what baton adds
 //! to every bootstrap) · [`metrics_service`] (baton's receiver) · [`counters`]
-//! (Envoy's counters carried across epochs) · `leftovers` · `validate`.
+//! (Envoy's counters carried across epochs) · `leftovers` · `validate` ·
+//! `validations` (bootstraps that passed, validations running, warm-ups).
 
 mod admin;
 mod args;
@@ -33,6 +34,7 @@ pub mod sds;
 pub mod sink;
 mod stand_in;
 mod validate;
+mod validations;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

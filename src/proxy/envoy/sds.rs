@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::bootstrap::{self, CertPair, Durability, SdsSecret};
+use crate::bootstrap::{self, CertPair, SdsSecret};
 use crate::proxy::{cert_info, PreflightError};
 use crate::supervisor::{CertInfo, FailureReason};
 
@@ -242,7 +242,7 @@ fn resource(name: &str, pair: &Held) -> String {
 /// Rename a complete file over `path`: Envoy reloads on the rename. No fsync: the
 /// files are rewritten at every start, and an fsync would only delay the rotation.
 fn write(path: &Path, text: &str) -> Result<(), PreflightError> {
-    bootstrap::write_private(path, text.as_bytes(), Durability::AtomicOnly).map_err(|e| {
+    bootstrap::write_private(path, text.as_bytes()).map_err(|e| {
         cert_error(format!(
             "cannot write the SDS resource {}: {e}",
             path.display()

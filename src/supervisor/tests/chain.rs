@@ -31,9 +31,12 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain
     // A trigger during the repair waits for it.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)),
-        vec![A::Report(Report::Coalesced {
-            trigger: Trigger::Signal
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Coalesced {
+                trigger: Trigger::Signal
+            })
+        ]
     );
     let repaired = sim.step(E::ChainRepaired { chain: 0 });
     assert_eq!(repaired.last(), Some(&preflight(2, Some(100))));
@@ -93,9 +96,12 @@ fn a_restart_waits_while_a_failed_epoch_is_still_being_killed() {
     // Epoch 1 still holds restart epoch 1 until it is gone.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)),
-        vec![A::Report(Report::Coalesced {
-            trigger: Trigger::Signal
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Coalesced {
+                trigger: Trigger::Signal
+            })
+        ]
     );
     let exit = sim.step(killed(1, 9));
     assert!(exit.contains(&A::RepairChain { chain: 0 }), "{exit:?}");

@@ -80,9 +80,12 @@ fn a_trigger_during_the_backoff_becomes_the_recovery() {
     let mut sim = crashed_twice();
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::FileChange)),
-        vec![A::Report(Report::Coalesced {
-            trigger: Trigger::FileChange
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Coalesced {
+                trigger: Trigger::FileChange
+            })
+        ]
     );
     assert_eq!(
         sim.step(E::BackoffElapsed { generation: 1 }),

@@ -2,6 +2,7 @@
 //! they must produce. One module per concept, as the core itself is split.
 
 mod chain;
+mod companion;
 mod crash;
 mod faults;
 mod restart;
@@ -16,6 +17,7 @@ pub(super) fn policy(driver: DriverKind) -> Policy {
     Policy {
         driver,
         gather: 0,
+        checks_inputs: false,
         crash_budget: 2,
         backoff: Backoff {
             base: 1000,

@@ -147,9 +147,12 @@ fn triggers_within_the_gather_window_join_the_restart_they_find() {
     // From now on the inputs are read: a trigger needs a follow-up.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Api)),
-        vec![A::Report(Report::Coalesced {
-            trigger: Trigger::Api
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Coalesced {
+                trigger: Trigger::Api
+            })
+        ]
     );
     // The first epoch and crash recoveries do not wait.
     let mut fresh = Sim::new(Policy {
@@ -177,7 +180,7 @@ fn restart_while_one_is_in_flight_is_coalesced_into_one_follow_up() {
     ] {
         assert_eq!(
             sim.at(at, E::RestartRequested(trigger)),
-            vec![A::Report(Report::Coalesced { trigger })]
+            vec![A::Warm, A::Report(Report::Coalesced { trigger })]
         );
     }
     sim.bring_up(1, 101, 200);
@@ -220,10 +223,13 @@ fn envoy_restart_while_the_old_epoch_drains_waits_for_its_drain_period() {
     // Starting epoch 2 now would make Envoy terminate epoch 0 mid-drain.
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::FileChange)),
-        vec![A::Report(Report::Deferred {
-            trigger: Trigger::FileChange,
-            draining: 0
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Deferred {
+                trigger: Trigger::FileChange,
+                draining: 0
+            })
+        ]
     );
     assert_eq!(
         sim.step(E::DrainSettled { epoch: 0 }),
@@ -250,9 +256,12 @@ fn restart_while_the_previous_epoch_initialises_is_deferred_until_it_is_ready() 
     sim.run(vec![E::Start, passed(0), E::Spawned { epoch: 0, pid: 100 }]);
     assert_eq!(
         sim.step(E::RestartRequested(Trigger::Signal)),
-        vec![A::Report(Report::Coalesced {
-            trigger: Trigger::Signal
-        })]
+        vec![
+            A::Warm,
+            A::Report(Report::Coalesced {
+                trigger: Trigger::Signal
+            })
+        ]
     );
     let actions = sim.at(5, E::Ready { epoch: 0 });
     assert_eq!(actions.last(), Some(&preflight(1, Some(100))));

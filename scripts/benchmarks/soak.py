@@ -15,7 +15,7 @@ files), are reported. The output is one markdown table per variant, as BENCHMARK
 Not part of CI: 1,000 restarts of Envoy take ~25 minutes (each waits out the previous
 epoch's drain + one stats flush, 1.25 s here).
 
-Usage: scripts/bench-soak [--restarts N] [--every K] [--only envoy,haproxy,nginx]
+Usage: scripts/bench soak [--restarts N] [--every K] [--only envoy,haproxy,nginx]
 """
 
 import argparse
@@ -27,21 +27,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import free_port  # noqa: E402
-from generic import (  # noqa: E402
-    Processes,
-    become_subreaper,
-    haproxy_cfg,
-    nginx_cfg,
-    start_upstream,
-    tool,
-    wait_until,
-    wrk_result,
-)
+import common
+from common import Load, Processes, become_subreaper, free_port, tool, wait_until
+from generic import haproxy_cfg, nginx_cfg, start_upstream
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DIRECT = os.path.join(ROOT, "scripts", "bench", "direct.json")
+ROOT = common.ROOT
+DIRECT = os.path.join(ROOT, "scripts", "benchmarks", "direct.json")
 
 
 class Log:
@@ -95,13 +86,6 @@ def sample(pid, private_dir, shm_before):
     return fds, rss_mb, threads, shm, files
 
 
-def start_wrk(procs, port, seconds):
-    return procs.popen(
-        "wrk", [tool("wrk"), "-t1", "-c8", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-        stop=signal.SIGINT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
 def envoy_args(a, work, port):
     admin = free_port()
     cfg_dir = os.path.join(work, "cfg")
@@ -153,7 +137,7 @@ def soak(procs, a, work, name, make_args, upstream):
     try:
         wait_until("epoch 0 serving", lambda: log.has_served(0), timeout=60)
         rows.append((0, *sample(baton.pid, private_dir, shm_before)))
-        wrk = start_wrk(procs, port, a.restarts * 10 + 60)
+        load = Load(procs, "wrk", port, 1, 8)
         started = time.monotonic()
         for n in range(1, a.restarts + 1):
             baton.send_signal(signal.SIGHUP)
@@ -161,9 +145,8 @@ def soak(procs, a, work, name, make_args, upstream):
             if n % a.every == 0:
                 rows.append((n, *sample(baton.pid, private_dir, shm_before)))
                 print(f"{name}: {n} restarts, {time.monotonic() - started:.0f} s", file=sys.stderr)
-        res_wrk = wrk_result(wrk)
-        total = res_wrk["requests"]
-        errors = sum(res_wrk[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
+        res_load = load.stop()
+        total, errors = res_load["requests"], res_load["errors"]
         code = procs.stop_popen(baton, signal.SIGTERM)
         log.poll()
         left_shm = sorted(shm_entries() - shm_before)

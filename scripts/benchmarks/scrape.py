@@ -14,7 +14,7 @@ For each: time per scrape (median, p90), bytes, sample lines, families; and bato
 --clusters 0 uses the standalone template instead (one listener, one upstream cluster).
 
 Everything listens on 127.0.0.1 ports chosen free; every process started is stopped.
-Usage: scripts/bench-scrape [--clusters N] [--scrapes N] [--baton PATH]
+Usage: scripts/bench scrape [--clusters N] [--scrapes N] [--baton PATH]
 """
 
 import argparse
@@ -30,9 +30,10 @@ import threading
 import time
 import urllib.request
 
+import common
 from common import free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = common.ROOT
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
