@@ -208,7 +208,7 @@ pub struct BootstrapArgs {
     /// How a changed --cert pair reaches Envoy, once it passed its checks: `restart`
     /// (a hot restart onto it) or `sds` (handed to the serving epoch in place through
     /// an SDS resource baton writes; no restart, no second process).
-    #[arg(long, env = "BATON_CERT_ROTATION", value_enum, default_value_t = defaults::CERT_ROTATION)]
+    #[arg(long, env = "BATON_CERT_ROTATION", value_enum, default_value = defaults::CERT_ROTATION)]
     pub cert_rotation: CertRotation,
 }
 
@@ -277,7 +277,7 @@ pub struct SupervisionArgs {
     #[arg(long, env = "BATON_CRASH_BACKOFF", default_value = human(defaults::CRASH_BACKOFF), value_parser = duration)]
     pub crash_backoff: Duration,
     /// Refuse a restart when the container's memory limit cannot hold a second proxy.
-    #[arg(long, env = "BATON_MEMORY_CHECK", value_enum, default_value_t = defaults::MEMORY_CHECK)]
+    #[arg(long, env = "BATON_MEMORY_CHECK", value_enum, default_value = defaults::MEMORY_CHECK)]
     pub memory_check: Switch,
 }
 

@@ -38,9 +38,9 @@ pub const CRASH_BACKOFF: Duration = Duration::from_secs(1);
 /// `--stats-flush-interval`.
 pub const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// `--cert-rotation`: a hot restart, as before SDS was offered.
-pub const CERT_ROTATION: crate::cli::CertRotation = crate::cli::CertRotation::Restart;
+pub const CERT_ROTATION: &str = "restart";
 /// `--memory-check`.
-pub const MEMORY_CHECK: crate::cli::Switch = crate::cli::Switch::On;
+pub const MEMORY_CHECK: &str = "on";
 /// `--max-draining`.
 pub const MAX_DRAINING: usize = 32;
 /// `--admin-port`.

@@ -22,7 +22,7 @@ use super::output::Relay;
 use super::reports;
 use crate::memory::MemoryCheck;
 use crate::proxy::{PreflightError, Prepared, Proxy};
-use crate::supervisor::{Action, Event, FailureReason, Launch, Millis, StopSignal};
+use crate::supervisor::{Action, CertInfo, Event, FailureReason, Launch, Millis, StopSignal};
 use crate::sys::spawn::clean_slate;
 use crate::sys::{signal_name, Reaper};
 
@@ -201,16 +201,7 @@ impl<P: Proxy> Shell<P> {
         tokio::spawn(async move {
             let event = match preflight(&*proxy, epoch, &trusted, memory).await {
                 Ok(prepared) => {
-                    for cert in &prepared.certs {
-                        tracing::info!(
-                            epoch,
-                            cert = %cert.path,
-                            serial = %cert.serial,
-                            subject = %cert.subject,
-                            not_after = cert.not_after,
-                            "certificate passed its checks"
-                        );
-                    }
+                    log_certs(epoch, &prepared.certs);
                     Event::PreflightPassed {
                         epoch,
                         config_digest: prepared.config_digest,
@@ -237,15 +228,8 @@ impl<P: Proxy> Shell<P> {
         let task = tokio::spawn(async move {
             let event = match proxy.rotate().await {
                 Ok(rotated) => {
-                    for cert in rotated.certs.iter().filter(|_| rotated.changed) {
-                        tracing::info!(
-                            epoch,
-                            cert = %cert.path,
-                            serial = %cert.serial,
-                            subject = %cert.subject,
-                            not_after = cert.not_after,
-                            "certificate passed its checks"
-                        );
+                    if rotated.changed {
+                        log_certs(epoch, &rotated.certs);
                     }
                     Event::RotationDone {
                         rotation,
@@ -423,5 +407,19 @@ async fn room(
         }
         // Only when the runtime shuts down.
         Err(_) => Ok(()),
+    }
+}
+
+/// One line per `--cert` pair an epoch is about to serve.
+fn log_certs(epoch: u32, certs: &[CertInfo]) {
+    for cert in certs {
+        tracing::info!(
+            epoch,
+            cert = %cert.path,
+            serial = %cert.serial,
+            subject = %cert.subject,
+            not_after = cert.not_after,
+            "certificate passed its checks"
+        );
     }
 }

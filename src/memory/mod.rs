@@ -162,6 +162,10 @@ impl MemoryCheck {
                 return Ok(None);
             }
         };
+        if reading.limit.is_none() {
+            // Nothing to compare with: spare the walk of `/proc`.
+            return Ok(None);
+        }
         let Some(serving) = group_memory(serving_pgid) else {
             return Ok(None);
         };

@@ -10,6 +10,7 @@ use super::epoch::Phase;
 use super::event::{Event, Millis};
 use super::policy::DriverKind;
 use super::restart;
+use super::shutdown::stop;
 use super::state::{Stage, State};
 
 pub(super) fn on_ready(state: &mut State, epoch: u32, now: Millis, out: &mut Vec<Action>) {
@@ -94,15 +95,7 @@ fn kill_beyond_cap(state: &mut State, out: &mut Vec<Action>) {
         .filter(|&i| state.epochs[i].phase == Phase::Draining)
         .collect();
     while draining.len() > state.policy.max_draining {
-        let e = &mut state.epochs[draining.remove(0)];
-        e.phase = Phase::Stopping;
-        if let Some(pid) = e.pid {
-            out.push(Action::Stop {
-                epoch: e.number,
-                pid,
-                signal: StopSignal::Kill,
-            });
-        }
+        stop(&mut state.epochs[draining.remove(0)], StopSignal::Kill, out);
     }
 }
 
@@ -118,24 +111,16 @@ pub(super) fn on_drain_deadline(state: &mut State, epoch: u32, out: &mut Vec<Act
     let kill_grace = state.policy.kill_grace;
     let driver = state.policy.driver;
     let e = &mut state.epochs[i];
-    let Some(pid) = e.pid else { return };
+    if e.pid.is_none() {
+        return;
+    }
     match (e.phase, driver) {
         (Phase::Draining, DriverKind::Envoy) => {
-            e.phase = Phase::Stopping;
-            out.push(Action::Stop {
-                epoch,
-                pid,
-                signal: StopSignal::Term,
-            });
+            stop(e, StopSignal::Term, out);
             out.push(schedule(kill_grace, Event::DrainDeadline { epoch }));
         }
         (Phase::Draining, DriverKind::Generic) | (Phase::Stopping, _) => {
-            e.phase = Phase::Stopping;
-            out.push(Action::Stop {
-                epoch,
-                pid,
-                signal: StopSignal::Kill,
-            });
+            stop(e, StopSignal::Kill, out);
         }
         _ => {}
     }

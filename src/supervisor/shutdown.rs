@@ -14,7 +14,7 @@
 //! as soon as no epoch is left.
 
 use super::action::{Action, Report, StopSignal};
-use super::epoch::Phase;
+use super::epoch::{Epoch, Phase};
 use super::event::Event;
 use super::policy::DriverKind;
 use super::rotation;
@@ -91,16 +91,8 @@ pub(super) fn on_shutdown_requested(state: &mut State, out: &mut Vec<Action>) {
 fn abort_in_flight(state: &mut State, out: &mut Vec<Action>) {
     drop_preparing(state, out);
     for e in state.epochs.iter_mut() {
-        if !matches!(e.phase, Phase::Starting | Phase::Failing) {
-            continue;
-        }
-        e.phase = Phase::Stopping;
-        if let Some(pid) = e.pid {
-            out.push(Action::Stop {
-                epoch: e.number,
-                pid,
-                signal: StopSignal::Kill,
-            });
+        if matches!(e.phase, Phase::Starting | Phase::Failing) {
+            stop(e, StopSignal::Kill, out);
         }
     }
 }
@@ -159,14 +151,7 @@ pub(super) fn terminate_all(state: &mut State, out: &mut Vec<Action>) {
     match state.policy.driver {
         DriverKind::Generic => {
             for e in state.epochs.iter_mut() {
-                e.phase = Phase::Stopping;
-                if let Some(pid) = e.pid {
-                    out.push(Action::Stop {
-                        epoch: e.number,
-                        pid,
-                        signal: StopSignal::Term,
-                    });
-                }
+                stop(e, StopSignal::Term, out);
             }
         }
         DriverKind::Envoy => stop_newest(state, out),
@@ -203,12 +188,7 @@ pub(super) fn stop_newest(state: &mut State, out: &mut Vec<Action>) {
         .filter(|e| e.pid.is_some())
         .max_by_key(|e| e.number)
     {
-        e.phase = Phase::Stopping;
-        out.push(Action::Stop {
-            epoch: e.number,
-            pid: e.pid.unwrap_or(0),
-            signal: StopSignal::Term,
-        });
+        stop(e, StopSignal::Term, out);
     }
 }
 
@@ -234,6 +214,19 @@ pub(super) fn finish_if_empty(state: &mut State, out: &mut Vec<Action>) {
         state.stage = Stage::Done;
         out.push(Action::Exit {
             code: state.exit_code.unwrap_or(crate::exit::OK),
+        });
+    }
+}
+
+/// Mark `e` stopping and, once it has a process, ask for `signal` to it. One not
+/// spawned yet is killed when its spawn is reported.
+pub(super) fn stop(e: &mut Epoch, signal: StopSignal, out: &mut Vec<Action>) {
+    e.phase = Phase::Stopping;
+    if let Some(pid) = e.pid {
+        out.push(Action::Stop {
+            epoch: e.number,
+            pid,
+            signal,
         });
     }
 }
