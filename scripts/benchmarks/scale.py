@@ -4,7 +4,11 @@ and 1,000 watched files. The anchor of each row is the 1-row of the same run.
 
 listeners  `baton run` + HAProxy (examples/haproxy/haproxy.cfg with one `bind "fd@..."` per
            listener, all on 127.0.0.1 ports baton picks), upstream nginx; the load goes to the
-           first listener. Restart: SIGHUP -> baton logs the new epoch serving.
+           first listener. Restart: SIGHUP -> baton logs the new epoch serving. HAProxy runs
+           as one process (`-db`), not master-worker: HAProxy 2.6's master (`-Ws`) dies of
+           `fd >= global.maxsock` when handed 1,000 listener fds. Ready: the epoch's stats
+           socket exists (`--ready exec:test -S .../stats.{epoch}.sock`), which HAProxy
+           creates after binding.
 files      `baton envoy` (scripts/benchmarks/direct.json, `--concurrency 1`) with `--watch` on N
            files spread over 10 directories; a restart is one watched file rewritten with new
            content. Restart: the write -> the new epoch LIVE on the admin API; baton's
@@ -55,11 +59,22 @@ def idle(pid, seconds):
             "cpu_pct": 100 * (c1 - c0) / hz / (t1 - t0)}
 
 
+def serving(sup, log, epoch):
+    """Whether baton logged `epoch` serving; an error once baton has exited."""
+    if sup.poll() is not None:
+        raise RuntimeError(f"baton exited with {sup.returncode} before epoch {epoch} served")
+    return log.find("epoch ready and serving", epoch=epoch)
+
+
 def listeners(a, procs, work, n, upstream):
     text = open(HAPROXY_EXAMPLE).read()
     bind = '    bind "fd@${BATON_FD_HTTP}"\n'
     assert bind in text, "examples/haproxy/haproxy.cfg changed its bind line"
     text = text.replace(bind, "".join(f'    bind "fd@${{BATON_FD_L{i}}}"\n' for i in range(n)))
+    # HAProxy sizes its fd table (maxsock) from maxconn: leave room for n inherited fds.
+    sock = os.path.join(work, f"stats-{n}" + ".{epoch}.sock")
+    text = text.replace("global\n", f"global\n    maxconn {max(4096, 4 * n)}\n    stats socket "
+                        f"\"{sock.replace('{epoch}', '${BATON_EPOCH}')}\" mode 600\n", 1)
     cfg = os.path.join(work, f"haproxy-{n}.cfg")
     with open(cfg, "w") as f:
         f.write(text)
@@ -68,13 +83,13 @@ def listeners(a, procs, work, n, upstream):
     args = [a.baton, "--log-format", "json", "run",
             *[x for i in range(n) for x in ("--listen", f"l{i}=tcp://127.0.0.1:0")],
             "--status-addr", f"127.0.0.1:{free_port()}", "--parent-shutdown-duration", "5s",
-            "--termination-drain-duration", "1s", "--ready", "notify",
-            "--drain-signal", "SIGUSR1", "--", a.haproxy, "-Ws", "-f", cfg]
+            "--termination-drain-duration", "1s", "--ready", f"exec:test -S {sock}",
+            "--drain-signal", "SIGUSR1", "--", a.haproxy, "-db", "-f", cfg]
     sup = procs.popen("baton", args, stdout=out, stderr=out,
                       env={**os.environ, "UPSTREAM": upstream})
     log = JsonLog(log_path)
     try:
-        wait_until("epoch 0 serving", lambda: log.find("epoch ready and serving", epoch=0), 120)
+        wait_until("epoch 0 serving", lambda: serving(sup, log, 0), 120)
         first = log.find("holding listener", listener="l0")
         port = int(first["address"].rsplit(":", 1)[1])
         res = idle(sup.pid, a.idle)
@@ -82,8 +97,7 @@ def listeners(a, procs, work, n, upstream):
         def restart(epoch):
             t0 = time.monotonic()
             sup.send_signal(signal.SIGHUP)
-            wait_until(f"epoch {epoch} serving",
-                       lambda: log.find("epoch ready and serving", epoch=epoch), 120)
+            wait_until(f"epoch {epoch} serving", lambda: serving(sup, log, epoch), 120)
             return time.monotonic() - t0
 
         res.update(under_load(a, procs, port, restart, gap=0.5))
