@@ -20,11 +20,11 @@ fn new_epoch_that_exits_during_start_keeps_the_old_serving_and_repairs_the_chain
             }),
             A::Cleanup { epoch: 1 },
             A::RepairChain { chain: 0 },
-            A::Report(Report::RestartFailed {
-                epoch: 1,
-                reason: FailureReason::Exited,
-                message: "exited before becoming ready (exit code 1)".into()
-            }),
+            epoch_refused(
+                1,
+                FailureReason::Exited,
+                "exited before becoming ready (exit code 1)"
+            ),
         ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);

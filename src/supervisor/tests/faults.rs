@@ -35,11 +35,11 @@ fn memory_refusal_keeps_the_serving_epoch_and_the_next_trigger_tries_again() {
         refused,
         vec![
             A::Cleanup { epoch: 1 },
-            A::Report(Report::RestartFailed {
-                epoch: 1,
-                reason: FailureReason::Memory,
-                message: "limit 100 MiB, 90 MiB in use, needs 20 MiB".into()
-            })
+            epoch_refused(
+                1,
+                FailureReason::Memory,
+                "limit 100 MiB, 90 MiB in use, needs 20 MiB"
+            )
         ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);

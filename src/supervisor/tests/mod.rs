@@ -138,6 +138,15 @@ pub(super) fn killed(epoch: u32, signal: i32) -> Event {
     }
 }
 
+/// The report of a new epoch refused.
+pub(super) fn epoch_refused(epoch: u32, reason: FailureReason, message: &str) -> Action {
+    Action::Report(Report::RestartFailed {
+        epoch,
+        reason,
+        message: message.into(),
+    })
+}
+
 pub(super) fn schedule(after: Millis, event: Event) -> Action {
     A::Schedule { after, event }
 }

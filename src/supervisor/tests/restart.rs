@@ -280,11 +280,7 @@ fn failed_preflight_keeps_the_old_epoch_serving_and_reports_why() {
         actions,
         vec![
             A::Cleanup { epoch: 1 },
-            A::Report(Report::RestartFailed {
-                epoch: 1,
-                reason: FailureReason::Config,
-                message: "unknown cluster".into()
-            })
+            epoch_refused(1, FailureReason::Config, "unknown cluster")
         ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
@@ -310,11 +306,11 @@ fn new_epoch_that_never_becomes_ready_is_killed_and_the_old_keeps_serving() {
         message: "not ready within 60s".into(),
     });
     assert_eq!(actions[0], stop(1, 101, StopSignal::Kill));
-    assert!(actions.contains(&A::Report(Report::RestartFailed {
-        epoch: 1,
-        reason: FailureReason::NotReady,
-        message: "not ready within 60s".into()
-    })));
+    assert!(actions.contains(&epoch_refused(
+        1,
+        FailureReason::NotReady,
+        "not ready within 60s"
+    )));
     assert_eq!(sim.phases(), vec![(0, Phase::Serving), (1, Phase::Failing)]);
     // A late "ready" from the killed epoch changes nothing.
     assert_eq!(sim.step(E::Ready { epoch: 1 }), vec![]);
@@ -341,11 +337,7 @@ fn spawn_failure_of_a_new_epoch_keeps_the_old_serving_and_removes_its_files() {
         actions,
         vec![
             A::Cleanup { epoch: 1 },
-            A::Report(Report::RestartFailed {
-                epoch: 1,
-                reason: FailureReason::Spawn,
-                message: "no such file".into()
-            })
+            epoch_refused(1, FailureReason::Spawn, "no such file")
         ]
     );
     assert_eq!(sim.phases(), vec![(0, Phase::Serving)]);
