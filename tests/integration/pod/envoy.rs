@@ -8,7 +8,10 @@ use super::kubelet::{terminate, ProbeSpec, Prober, Termination};
 use super::sandbox::Pod;
 use super::secret::{make_pair, SecretVolume};
 use super::traffic::{served_serial, tls_request_in_background, Wrk};
-use super::{baton_command, epochs, report_termination, wait_only_serving, APP_PORT, START};
+use super::{
+    assert_in_flight_answered, baton_command, epochs, report_termination, wait_only_serving,
+    APP_PORT, START,
+};
 use crate::harness::{envoy_binary, eventually};
 
 /// Envoy's listener in the pod.
@@ -149,18 +152,7 @@ fn envoy_pod_is_ready_rotates_under_load_and_terminates_leaving_nothing() {
     let t = terminate(&mut pod, &pre_stop, GRACE);
     report_termination("envoy pod", &t, &prober);
     assert_termination_drained(&t, &prober);
-    for request in slow {
-        let (outcome, done) = request.join().unwrap();
-        assert_eq!(
-            outcome,
-            Ok(200),
-            "a request in flight at termination failed"
-        );
-        assert!(
-            done > t.sigterm_at,
-            "the slow request was not in flight at SIGTERM"
-        );
-    }
+    assert_in_flight_answered(slow, &t);
     drop(prober);
     let left = pod.teardown();
     assert!(left.is_empty(), "left behind: {left:#?}");

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use super::kubelet::{terminate, ProbeSpec, Prober};
 use super::sandbox::Pod;
 use super::traffic::{get_ok, request, Load};
-use super::{baton_command, epochs, report_termination, wait_only_serving, APP_PORT, START};
+use super::{
+    assert_in_flight_answered, baton_command, epochs, report_termination, wait_only_serving,
+    APP_PORT, START,
+};
 use crate::harness::eventually;
 
 /// HAProxy's listener (a socket baton holds) in the pod.
@@ -109,18 +112,7 @@ fn haproxy_pod_keeps_serving_on_the_same_epoch_after_a_drain_then_terminates_cle
     assert_eq!(t.pre_stop.code, Some(0), "preStop: {}", t.pre_stop.output);
     assert!(!t.killed, "baton outlived the grace period ({GRACE:?})");
     assert_eq!(t.exit_code, Some(0));
-    for request in slow {
-        let (outcome, done) = request.join().unwrap();
-        assert_eq!(
-            outcome,
-            Ok(200),
-            "a request in flight at termination failed"
-        );
-        assert!(
-            done > t.sigterm_at,
-            "the slow request was not in flight at SIGTERM"
-        );
-    }
+    assert_in_flight_answered(slow, &t);
     drop(prober);
     let left = pod.teardown();
     assert!(left.is_empty(), "left behind: {left:#?}");

@@ -69,6 +69,26 @@ pub fn wait_only_serving(pod: &sandbox::Pod, n: u64) -> serde_json::Value {
     })
 }
 
+/// Every request that was in flight at SIGTERM (each thread returns its outcome and
+/// when it ended) was answered 200, and ended after SIGTERM.
+pub fn assert_in_flight_answered<E: std::fmt::Debug + PartialEq>(
+    slow: Vec<std::thread::JoinHandle<(Result<u16, E>, std::time::Instant)>>,
+    t: &kubelet::Termination,
+) {
+    for request in slow {
+        let (outcome, done) = request.join().unwrap();
+        assert_eq!(
+            outcome,
+            Ok(200),
+            "a request in flight at termination failed"
+        );
+        assert!(
+            done > t.sigterm_at,
+            "the slow request was not in flight at SIGTERM"
+        );
+    }
+}
+
 /// The figures of a termination, for the test's output.
 pub fn report_termination(what: &str, t: &kubelet::Termination, prober: &kubelet::Prober) {
     eprintln!(
