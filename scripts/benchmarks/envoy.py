@@ -62,24 +62,30 @@ def restarter(a, procs, work, n):
     sup = procs.popen("hot-restarter.py", [sys.executable, RESTARTER, script],
                       stdout=log, stderr=log)
     try:
-        common.wait_live(admin, 0)
-
-        def restart(epoch):
-            t0 = time.monotonic()
-            sup.send_signal(signal.SIGHUP)
-            return common.wait_live(admin, epoch) - t0
-
-        res = under_load(a, procs, work, f"restarter{n}", port, restart)
-        res["rss_kb"] = common.status_kb(sup.pid, "VmRSS")
-        res["hwm_kb"] = common.status_kb(sup.pid, "VmHWM")
-        res["code"] = procs.stop_popen(sup, signal.SIGTERM)
-        return res
+        return sighups(a, procs, work, f"restarter{n}", sup, admin, port)
     finally:
         log.close()
         try:
             common.remove_envoy_shm([open(base).read()])
         except OSError:
             pass
+
+
+def sighups(a, procs, work, tag, sup, admin, port):
+    """SIGHUP `sup` once per restart under load, each time until the next epoch is LIVE; then
+    its memory, and its exit code after SIGTERM."""
+    common.wait_live(admin, 0)
+
+    def restart(epoch):
+        t0 = time.monotonic()
+        sup.send_signal(signal.SIGHUP)
+        return common.wait_live(admin, epoch) - t0
+
+    res = under_load(a, procs, work, tag, port, restart)
+    res["rss_kb"] = common.status_kb(sup.pid, "VmRSS")
+    res["hwm_kb"] = common.status_kb(sup.pid, "VmHWM")
+    res["code"] = procs.stop_popen(sup, signal.SIGTERM)
+    return res
 
 
 def baton(a, procs, work, n):
@@ -98,17 +104,7 @@ def baton(a, procs, work, n):
         stdout=out, stderr=out)
     log = common.JsonLog(log_path)
     try:
-        common.wait_live(admin, 0)
-
-        def restart(epoch):
-            t0 = time.monotonic()
-            sup.send_signal(signal.SIGHUP)
-            return common.wait_live(admin, epoch) - t0
-
-        res = under_load(a, procs, work, f"baton{n}", port, restart)
-        res["rss_kb"] = common.status_kb(sup.pid, "VmRSS")
-        res["hwm_kb"] = common.status_kb(sup.pid, "VmHWM")
-        res["code"] = procs.stop_popen(sup, signal.SIGTERM)
+        res = sighups(a, procs, work, f"baton{n}", sup, admin, port)
         served = [r for r in log.all("epoch ready and serving") if r.get("epoch", 0) > 0]
         res["restart_ms"] = [r["restart_ms"] for r in served]
         res["startup_ms"] = [r["startup_ms"] for r in served]
