@@ -218,12 +218,26 @@ fn a_proxy_that_binds_its_own_port_is_detected_and_refused() {
 fn ten_restarts_under_load(mut baton: Baton, port: u16, what: &str, announces_close: bool) {
     baton.wait_serving(0, START);
     let tally = hot_restarts_under_load(&mut baton, port, 10, 200);
+    let mut lingered = 0;
     for epoch in 0..10u64 {
         let exit = baton.wait_for("epoch exited", &[("epoch", json!(epoch))], START);
-        assert_eq!(exit["role"], json!("draining"), "{what}: {exit}");
+        // With `idle-close-on-response` a draining HAProxy waits for each idle keep-alive
+        // connection's next request, so a connection that stays idle keeps it until
+        // `--parent-shutdown-duration` (3 s here) ends it: documented, and harmless as
+        // long as no request fails (asserted below). Anything else must drain and exit.
+        let ended_by_parent_shutdown = announces_close
+            && exit["role"] == json!("stopping")
+            && exit["status"] == json!("killed by signal 9")
+            && exit["ran_ms"].as_u64().is_some_and(|ms| ms >= 3_000);
+        if ended_by_parent_shutdown {
+            lingered += 1;
+        } else {
+            assert_eq!(exit["role"], json!("draining"), "{what}: {exit}");
+        }
     }
     eprintln!(
-        "{what}: 10 hot restarts under load: {} ok, {} errors, {} stale keep-alive retries",
+        "{what}: 10 hot restarts under load: {} ok, {} errors, {} stale keep-alive retries, \
+         {lingered} old epochs ended by the parent shutdown",
         tally.ok, tally.errors, tally.stale_retries
     );
     assert_eq!(
