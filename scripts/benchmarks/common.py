@@ -314,15 +314,16 @@ def remove_envoy_shm(base_ids):
 
 class Load:
     """A keep-alive HTTP load against 127.0.0.1:port until `stop()`: wrk, or baton's loadgen
-    example (the same counting as wrk, plus a timeline of answers and errors)."""
+    example (the same counting as wrk, plus a timeline of answers and errors). wrk stops by
+    itself after `seconds`: a run that may last longer must say so."""
 
     def __init__(self, procs, kind, port, threads, connections, timeline=None,
-                 connection_close=False):
+                 connection_close=False, seconds=3600):
         self.kind = kind
         self.started = time.time()
         close = ["-H", "Connection: close"] if connection_close else []
         if kind == "wrk":
-            args = ["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", *close,
+            args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", *close,
                     f"http://127.0.0.1:{port}/"]
         else:
             args = [LOADGEN, "--connections", str(connections), "--port", str(port)]

@@ -137,7 +137,8 @@ def soak(procs, a, work, name, make_args, upstream):
     try:
         wait_until("epoch 0 serving", lambda: log.has_served(0), timeout=60)
         rows.append((0, *sample(baton.pid, private_dir, shm_before)))
-        load = Load(procs, "wrk", port, 1, 8)
+        # 1,000 Envoy restarts take about 1,350 s; wrk must outlast the slowest run.
+        load = Load(procs, "wrk", port, 1, 8, seconds=a.restarts * 10 + 60)
         started = time.monotonic()
         for n in range(1, a.restarts + 1):
             baton.send_signal(signal.SIGHUP)
@@ -145,6 +146,7 @@ def soak(procs, a, work, name, make_args, upstream):
             if n % a.every == 0:
                 rows.append((n, *sample(baton.pid, private_dir, shm_before)))
                 print(f"{name}: {n} restarts, {time.monotonic() - started:.0f} s", file=sys.stderr)
+        load.check()
         res_load = load.stop()
         total, errors = res_load["requests"], res_load["errors"]
         code = procs.stop_popen(baton, signal.SIGTERM)
